@@ -1,0 +1,105 @@
+"""Typed experiment configs: YAML in, validated pydantic objects out.
+
+Every section forbids unknown keys, so a typo (``clasifier:``) fails before any work starts,
+with pydantic's message naming the offending key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+Strategy = Literal["supervised", "upsample", "pseudo_label", "generator"]
+STRATEGIES: tuple[str, ...] = ("supervised", "upsample", "pseudo_label", "generator")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToyDatasetConfig(Section):
+    """The digit-grid toy set of MISSION.md; sizes in images."""
+
+    kind: Literal["toy"] = "toy"
+    difficulty: Literal["clean", "medium", "hard"] = "medium"
+    labelled: PositiveInt = 3000
+    unlabelled: Annotated[int, Field(ge=0)] = 9000
+    test_per_au: PositiveInt = 1000
+    p_active: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    p_correlated: Annotated[float, Field(ge=0, le=1)] = 0.7
+    digits: Literal["sklearn", "mnist"] = "sklearn"
+    mnist_path: Path | None = None
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _mnist_needs_path(self) -> "ToyDatasetConfig":
+        if self.digits == "mnist" and self.mnist_path is None:
+            raise ValueError(
+                "dataset.digits is 'mnist' but dataset.mnist_path is not set: point it at a "
+                "folder holding MNIST's idx files (e.g. ../shared/data/mnist-t10k)"
+            )
+        return self
+
+
+class ClassifierConfig(Section):
+    """The AU classifier and how it is trained (defaults: the thesis' setting)."""
+
+    backbone: Literal["small_cnn", "resnet18"] = "small_cnn"
+    width: PositiveInt = 16
+    loss: Literal["mse", "bce"] = "mse"
+    optimizer: Literal["radam", "adam"] = "radam"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    batch_size: PositiveInt = 100
+    max_epochs: PositiveInt = 1000
+    patience: PositiveInt = 20
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+
+
+class AugmentConfig(Section):
+    """How many images every non-baseline strategy adds (the same for all, for a fair test)."""
+
+    size: PositiveInt = 9000
+
+
+class PseudoLabelConfig(Section):
+    mode: Literal["hard", "soft"] = "hard"
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] | None = None
+
+
+class ExperimentConfig(Section):
+    name: str = "experiment"
+    experiment: str = "ausynth"
+    seeds: Annotated[list[int], Field(min_length=1)] = [0, 1, 2, 3, 4]
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workspace: Path = Path("workspace")
+    dataset: ToyDatasetConfig = ToyDatasetConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    strategies: Annotated[list[Strategy], Field(min_length=1)] = ["supervised", "upsample", "pseudo_label"]
+    augment: AugmentConfig = AugmentConfig()
+    pseudo_label: PseudoLabelConfig = PseudoLabelConfig()
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"strategies has duplicates: {value}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds has duplicates: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_is_large_enough(self) -> "ExperimentConfig":
+        if "pseudo_label" in self.strategies and self.dataset.unlabelled < self.augment.size:
+            raise ValueError(
+                f"augment.size ({self.augment.size}) exceeds dataset.unlabelled "
+                f"({self.dataset.unlabelled}): the pseudo-label strategy cannot add that many images"
+            )
+        return self
