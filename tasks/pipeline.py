@@ -1,0 +1,138 @@
+"""The comparison's stages as plain functions over the content-addressed store.
+
+Each stage's output lives in ``workspace/store/<kind>/<key>``, the key hashing everything
+that determines it, so an unchanged re-run reuses finished work and a changed config gets a
+new folder. The Prefect tasks in ``prefect_tasks`` only wrap these.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ausynth.configs.schema import ExperimentConfig
+from ausynth.models.au_classifier import AUClassifier
+from ausynth.tasks import imageset, strategies
+from ausynth.tasks.device import resolve_device
+from ausynth.tasks.imageset import ImageSet
+from ausynth.tasks.metrics import binarize, false_positive_matrix, flat_metrics, per_au_metrics
+from ausynth.tasks.store import cached_folder, stable_hash
+from ausynth.tasks.toy_data import build_toy
+from ausynth.tasks.train_classifier import predict_proba, train_classifier
+
+log = logging.getLogger("ausynth")
+
+FORMAT_VERSION = 1  # bump when a stage's output format changes, so old store entries are not reused
+SPLITS = ("labelled", "unlabelled", "test")
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """A finished stage output: where it is and the key that named it."""
+
+    path: Path
+    key: str
+
+
+@dataclass
+class Evaluation:
+    strategy: str
+    seed: int
+    per_au: pd.DataFrame
+    metrics: dict[str, float]
+    fp_matrix: np.ndarray
+    history: list[dict[str, float]]
+    info: dict
+
+
+def store_root(cfg: ExperimentConfig) -> Path:
+    return cfg.workspace.resolve() / "store"
+
+
+def prepare_dataset(cfg: ExperimentConfig) -> StoredItem:
+    """Build (or reuse) the labelled, unlabelled and test image sets of the config's dataset."""
+    key = stable_hash("dataset", cfg.dataset, FORMAT_VERSION)
+
+    def build(folder: Path) -> None:
+        for name, part in build_toy(cfg.dataset).items():
+            (folder / name).mkdir()
+            imageset.write(part, folder / name)
+
+    return StoredItem(cached_folder(store_root(cfg), "datasets", key, build), key)
+
+
+def load_split(dataset: StoredItem, name: str) -> ImageSet:
+    return imageset.load(dataset.path / name)
+
+
+def _model_key(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int, teacher: StoredItem | None) -> str:
+    added = {"upsample": cfg.augment, "pseudo_label": (cfg.augment, cfg.pseudo_label, teacher and teacher.key)}
+    return stable_hash("classifier", dataset.key, strategy, seed, cfg.classifier, added.get(strategy), FORMAT_VERSION)
+
+
+def added_images(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int,
+                 teacher: StoredItem | None) -> ImageSet | None:
+    """The images a strategy adds to the labelled training rows."""
+    if strategy == "supervised":
+        return None
+    if strategy == "upsample":
+        train, _ = strategies.train_val(load_split(dataset, "labelled"))
+        return strategies.upsample(train, cfg.augment.size, seed)
+    if strategy == "pseudo_label":
+        if teacher is None:
+            raise ValueError("the pseudo_label strategy needs a trained teacher classifier")
+        scores = np.load(teacher.path / "pool_scores.npy")
+        return strategies.pseudo_label(load_split(dataset, "unlabelled"), scores, cfg.augment.size,
+                                       cfg.pseudo_label, cfg.classifier.threshold, seed)
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def fit_classifier(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int,
+                   teacher: StoredItem | None = None) -> StoredItem:
+    """Train (or reuse) the classifier of one (strategy, seed) and store its weights and history."""
+    key = _model_key(cfg, dataset, strategy, seed, teacher)
+
+    def build(folder: Path) -> None:
+        train, val = strategies.train_val(load_split(dataset, "labelled"))
+        data = strategies.training_set(train, added_images(cfg, dataset, strategy, seed, teacher))
+        device = resolve_device(cfg.device)
+        trained = train_classifier(data, val, cfg.classifier, seed, device, desc=f"{strategy}/seed{seed}")
+        torch.save(trained.model.state_dict(), folder / "model.pt")
+        info = {"strategy": strategy, "seed": seed, "best_epoch": trained.best_epoch, "n_train": len(data),
+                "n_added": len(data) - len(train), "images_per_second": trained.images_per_second,
+                "n_outputs": len(data.label_columns), "in_channels": data.image_shape[-1],
+                "backbone": cfg.classifier.backbone, "width": cfg.classifier.width,
+                "label_columns": data.label_columns, "device": str(device)}
+        (folder / "info.json").write_text(json.dumps(info, indent=2))
+        (folder / "history.json").write_text(json.dumps(trained.history))
+        if strategy == "supervised":  # the baseline doubles as the pseudo-labelling teacher
+            pool = load_split(dataset, "unlabelled")
+            np.save(folder / "pool_scores.npy", predict_proba(trained.model, pool.images, device)
+                    if len(pool) else np.zeros((0, len(data.label_columns)), np.float32))
+
+    return StoredItem(cached_folder(store_root(cfg), "classifiers", key, build), key)
+
+
+def load_classifier(model: StoredItem, device: torch.device) -> AUClassifier:
+    info = json.loads((model.path / "info.json").read_text())
+    net = AUClassifier(info["n_outputs"], info["in_channels"], info["backbone"], info["width"])
+    net.load_state_dict(torch.load(model.path / "model.pt", map_location=device, weights_only=True))
+    return net.to(device)
+
+
+def evaluate(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem) -> Evaluation:
+    """Score the held-out test set: per-AU table, flat metrics and the false-positive matrix."""
+    device = resolve_device(cfg.device)
+    test = load_split(dataset, "test")
+    predicted = binarize(predict_proba(load_classifier(model, device), test.images, device), cfg.classifier.threshold)
+    table = per_au_metrics(test.labels, predicted, test.label_columns)
+    info = json.loads((model.path / "info.json").read_text())
+    history = json.loads((model.path / "history.json").read_text())
+    return Evaluation(info["strategy"], info["seed"], table, flat_metrics(table),
+                      false_positive_matrix(test.labels, predicted), history, info)

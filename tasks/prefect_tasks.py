@@ -1,0 +1,66 @@
+"""Prefect tasks: thin wrappers that add names, retries and a timing line to the plain stages.
+
+Reuse of finished work comes from the content-addressed store inside each stage (a re-run
+with an unchanged config finds its datasets and models there, a changed one does not), so
+Prefect's own result caching is off: it would only pickle folder paths a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from ausynth.configs.schema import ExperimentConfig
+from ausynth.tasks import compare, pipeline, tracking
+from ausynth.tasks.pipeline import Evaluation, StoredItem
+
+log = logging.getLogger("ausynth")
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Log one line when a stage ends, with its wall time."""
+    start = time.perf_counter()
+    yield
+    log.info("stage %s done in %.1f s", name, time.perf_counter() - start)
+
+
+@task(name="build-dataset", cache_policy=NO_CACHE)
+def build_dataset(cfg: ExperimentConfig) -> StoredItem:
+    with stage("build-dataset"):
+        return pipeline.prepare_dataset(cfg)
+
+
+@task(name="train-classifier", task_run_name="train-{strategy}-seed{seed}", cache_policy=NO_CACHE, retries=1)
+def train_classifier(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int,
+                     teacher: StoredItem | None = None) -> StoredItem:
+    with stage(f"train {strategy} seed {seed}"):
+        return pipeline.fit_classifier(cfg, dataset, strategy, seed, teacher)
+
+
+@task(name="evaluate", task_run_name="evaluate-{strategy}-seed{seed}", cache_policy=NO_CACHE, retries=2)
+def evaluate(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem, parent_run_id: str,
+             strategy: str, seed: int) -> Evaluation:
+    """Test one classifier and log it as a child run of the comparison."""
+    with stage(f"evaluate {strategy} seed {seed}"):
+        result = pipeline.evaluate(cfg, dataset, model)
+        params = {k: result.info[k] for k in ("best_epoch", "n_train", "n_added", "images_per_second", "device")}
+        tracking.log_child(tracking.client_for(cfg), cfg, parent_run_id, strategy, seed, result.metrics,
+                           result.history, {**params, "model_dir": str(model.path)})
+        return result
+
+
+@task(name="compare", cache_policy=NO_CACHE, retries=2)
+def publish_comparison(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[Evaluation],
+                       parent_run_id: str, output_dir: Path) -> pd.DataFrame:
+    with stage("compare"):
+        labelled = pipeline.load_split(dataset, "labelled")
+        return compare.publish(tracking.client_for(cfg), parent_run_id, evaluations, labelled.labels,
+                               labelled.label_columns, output_dir)

@@ -1,0 +1,129 @@
+"""MLflow bookkeeping through ``MlflowClient`` with explicit run ids.
+
+MLflow's 'active run' is thread-local and Prefect may run tasks on worker threads, so nothing
+here relies on it: every call names its run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from ausynth.configs.schema import ExperimentConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+
+
+def tracking_uri(cfg: ExperimentConfig) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the workspace (absolute path)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.workspace.resolve() / 'mlflow.db'}"
+
+
+def client_for(cfg: ExperimentConfig) -> MlflowClient:
+    uri = tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(client: MlflowClient, cfg: ExperimentConfig) -> str:
+    found = client.get_experiment_by_name(cfg.experiment)
+    if found is not None:
+        return found.experiment_id
+    artifacts = (cfg.workspace.resolve() / "mlartifacts").as_uri()
+    is_local = tracking_uri(cfg).startswith("sqlite:")
+    return client.create_experiment(cfg.experiment, artifact_location=artifacts if is_local else None)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("ausynth", "torch", "torchvision", "prefect", "mlflow", "numpy", "scikit-learn"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def flatten(mapping: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``section.key`` params, values as strings."""
+    flat: dict[str, str] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def dataset_tags(cfg: ExperimentConfig) -> dict[str, str]:
+    return {"dataset": cfg.dataset.kind, "difficulty": cfg.dataset.difficulty,
+            "labelled": str(cfg.dataset.labelled), "augment_size": str(cfg.augment.size), "config": cfg.name}
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    items = [Metric(k, float(v), 0, step) for k, v in metrics.items()]
+    for start in range(0, len(items), MAX_BATCH):
+        client.log_batch(run_id, metrics=items[start:start + MAX_BATCH])
+
+
+def start_comparison(client: MlflowClient, cfg: ExperimentConfig, output_dir: Path) -> str:
+    """The parent run: config, seeds, versions and git commit, before any work starts."""
+    commit = git_commit()
+    tags = {"mlflow.runName": f"{cfg.name}-comparison", "ausynth.kind": "comparison", "git_commit": commit,
+            "mlflow.source.git.commit": commit, "output_dir": str(output_dir), **dataset_tags(cfg)}
+    run = client.create_run(experiment_id(client, cfg), tags=tags)
+    config = cfg.model_dump(mode="json")
+    params = {**flatten(config), "seeds": ",".join(map(str, cfg.seeds))}
+    params.update({f"version.{k}": v for k, v in versions().items()})
+    client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
+    client.log_text(run.info.run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+    return run.info.run_id
+
+
+def log_child(client: MlflowClient, cfg: ExperimentConfig, parent_id: str, strategy: str, seed: int,
+              metrics: dict[str, float], history: list[dict[str, float]], params: dict[str, str]) -> str:
+    """One (strategy, seed) run under the parent, with its per-epoch curve and test metrics."""
+    parent = client.get_run(parent_id)
+    tags = {"mlflow.parentRunId": parent_id, "mlflow.runName": f"{strategy}-seed{seed}", "strategy": strategy,
+            "seed": str(seed), "ausynth.kind": "strategy", **dataset_tags(cfg)}
+    run_id = client.create_run(parent.info.experiment_id, tags=tags).info.run_id
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in {"strategy": strategy, "seed": seed, **params}.items()])
+    for epoch, record in enumerate(history, start=1):
+        log_metrics(client, run_id, {f"epoch_{k}": v for k, v in record.items()}, step=epoch)
+    log_metrics(client, run_id, metrics)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+@contextmanager
+def comparison_run(cfg: ExperimentConfig, output_dir: Path) -> Iterator[tuple[MlflowClient, str]]:
+    """Open the parent run; close it FINISHED, or FAILED if the block raises."""
+    client = client_for(cfg)
+    run_id = start_comparison(client, cfg, output_dir)
+    try:
+        yield client, run_id
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+
