@@ -92,7 +92,8 @@ def _describe(err: ValidationError) -> str:
     lines = []
     for problem in err.errors():
         where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-        lines.append(f"  {where}: {problem['msg']}")
+        got = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
+        lines.append(f"  {where}: {problem['msg']}{got}")
     return "\n".join(lines)
 
 

@@ -53,7 +53,7 @@ class ImageSet:
     @property
     def labels(self) -> np.ndarray:
         """Labels as float32 (N, K); NaN where unlabelled."""
-        return self.frame[self.label_columns].to_numpy(dtype=np.float32)
+        return self.frame[self.label_columns].to_numpy(dtype=np.float32, copy=True)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from ausynth.tasks import imageset
+from ausynth.tasks.imageset import ImageSet
+from ausynth.tasks.store import cached_folder, stable_hash
+
+
+def make(n=4):
+    frame = pd.DataFrame({"subject": list("abcd")[:n], "origin": "labelled", "AU1": [1.0, 0.0, np.nan, 1.0][:n]})
+    return ImageSet(np.arange(n * 8 * 8, dtype=np.uint8).reshape(n, 8, 8, 1), frame, ["AU1"], {"dataset": "t"})
+
+
+def test_save_load_round_trip(tmp_path):
+    saved = imageset.save(make(), tmp_path / "set")
+    loaded = imageset.load(saved, mmap=True)
+    np.testing.assert_array_equal(loaded.images, make().images)
+    assert loaded.label_columns == ["AU1"] and loaded.meta == {"dataset": "t"}
+    np.testing.assert_array_equal(loaded.labels, make().labels)
+
+
+def test_contract_violations_are_refused():
+    with pytest.raises(ValueError, match="uint8"):
+        ImageSet(np.zeros((4, 8, 8, 1), np.float32), make().frame, ["AU1"])
+    with pytest.raises(ValueError, match="3 images but 4"):
+        ImageSet(np.zeros((3, 8, 8, 1), np.uint8), make().frame, ["AU1"])
+    with pytest.raises(ValueError, match="AU2"):
+        ImageSet(make().images, make().frame, ["AU2"])
+
+
+def test_concat_and_relabel():
+    both = imageset.concat([make(), make(2).with_labels(np.array([[0.3], [0.9]]), "pseudo")])
+    assert len(both) == 6 and list(both.frame["origin"][-2:]) == ["pseudo", "pseudo"]
+    np.testing.assert_allclose(both.labels[-2:, 0], [0.3, 0.9])
+
+
+def test_cached_folder_reuses_and_a_failed_build_leaves_nothing(tmp_path):
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "x").write_text("1")
+
+    first = cached_folder(tmp_path, "kind", "k1", build)
+    again = cached_folder(tmp_path, "kind", "k1", build)
+    assert first == again and len(calls) == 1
+
+    def crash(folder):
+        (folder / "half").write_text("written")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        cached_folder(tmp_path, "kind", "k2", crash)
+    assert sorted(p.name for p in (tmp_path / "kind").iterdir()) == ["k1"]
+
+
+def test_stable_hash_depends_on_values_not_identity():
+    from ausynth.configs.schema import ClassifierConfig
+
+    assert stable_hash(ClassifierConfig()) == stable_hash(ClassifierConfig())
+    assert stable_hash(ClassifierConfig()) != stable_hash(ClassifierConfig(lr=0.01))
