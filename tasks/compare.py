@@ -98,7 +98,9 @@ def publish(client, run_id: str, evaluations: list[Evaluation], train_labels: np
     output_dir.mkdir(parents=True, exist_ok=True)
     table = comparison_table(evaluations)
     table.to_csv(output_dir / "comparison.csv")
-    per_seed = pd.DataFrame([{"strategy": e.strategy, "seed": e.seed, **e.metrics} for e in evaluations])
+    training = ("best_epoch", "n_train", "images_per_second")
+    per_seed = pd.DataFrame([{"strategy": e.strategy, "seed": e.seed, **{k: e.info[k] for k in training}, **e.metrics}
+                             for e in evaluations])
     per_seed.to_csv(output_dir / "per_seed.csv", index=False)
     figures = {"per_au_f1.png": plot_per_au_f1(per_au_f1(evaluations)),
                "au_confusion.png": plot_confusion(cooccurrence(train_labels), mean_fp_matrices(evaluations), names)}
