@@ -57,7 +57,7 @@ def main() -> None:
 
     reports, throughput = [], []
     for setting in args.settings:
-        result = compare_strategies(f"toy-paper-{setting}", args.overrides)
+        result = compare_strategies(f"toy-paper-{setting}", overrides=args.overrides)
         reports.append(report(setting, result.table))
         per_seed = pd.read_csv(Path(result.output_dir) / "per_seed.csv")
         throughput.extend(per_seed["images_per_second"])

@@ -108,3 +108,15 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         return ExperimentConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(f"{path}: invalid config\n{_describe(err)}") from err
+
+
+def parameter_overrides(**settings: Any) -> list[str]:
+    """Turn a flow's optional form fields (``None`` = keep the config's value) into overrides.
+
+    Keys are dotted config paths with ``__`` for the dot, e.g. ``dataset__difficulty``.
+    """
+    return [f"{key.replace('__', '.')}={_inline_yaml(value)}" for key, value in settings.items() if value is not None]
+
+
+def _inline_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()

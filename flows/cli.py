@@ -45,9 +45,10 @@ def _print_table(result) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
     from ausynth.flows.compare import compare_strategies
 
-    _print_table(compare_strategies(args.config, args.overrides))
+    _print_table(compare_strategies(args.config, overrides=args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

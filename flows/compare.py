@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 from prefect import flow
 
-from ausynth.configs.loader import load_config
+from ausynth.configs.loader import load_config, parameter_overrides
+from ausynth.configs.schema import Strategy
 from ausynth.tasks import prefect_tasks as t
 from ausynth.tasks.outputs import new_output_dir
 from ausynth.tasks.tracking import comparison_run, tracking_uri
@@ -22,12 +24,26 @@ class ComparisonResult:
 
 
 @flow(name="ausynth-compare", log_prints=True)
-def compare_strategies(config: str = "toy-quick", overrides: list[str] | None = None) -> ComparisonResult:
+def compare_strategies(
+    config: str = "toy-quick",
+    strategies: list[Strategy] | None = None,
+    seeds: list[int] | None = None,
+    difficulty: Literal["clean", "medium", "hard"] | None = None,
+    labelled: int | None = None,
+    augment_size: int | None = None,
+    max_epochs: int | None = None,
+    device: Literal["auto", "cpu", "cuda"] | None = None,
+    overrides: list[str] | None = None,
+) -> ComparisonResult:
     """Run every configured strategy with every seed and compare them in MLflow.
 
-    ``config`` is a YAML path or a built-in config name; ``overrides`` are ``key=value`` strings.
+    ``config`` is a YAML path or a built-in config name. The other fields, when set, replace the
+    config's value; ``overrides`` takes any other ``dotted.key=value`` setting.
     """
-    cfg = load_config(config, overrides or [])
+    form = parameter_overrides(strategies=strategies, seeds=seeds, dataset__difficulty=difficulty,
+                               dataset__labelled=labelled, augment__size=augment_size,
+                               classifier__max_epochs=max_epochs, device=device)
+    cfg = load_config(config, [*form, *(overrides or [])])
     output_dir = new_output_dir(cfg)
     with comparison_run(cfg, output_dir) as (_, parent_id):
         dataset = t.build_dataset(cfg)

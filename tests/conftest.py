@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from ausynth.configs.loader import load_config
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")
+
+from ausynth.configs.loader import load_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("AUSYNTH_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -51,3 +54,4 @@ def _prefect_test_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+

@@ -15,7 +15,7 @@ def store_entries(workspace):
 
 def test_comparison_flow_logs_everything_and_reuses_the_store(tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, "seeds=[0, 1]"]
-    result = compare_strategies("toy-quick", overrides)
+    result = compare_strategies("toy-quick", overrides=overrides)
     workspace = tmp_path / "ws"
 
     assert list(result.table.index) == ["supervised", "upsample", "pseudo_label"]
@@ -40,12 +40,12 @@ def test_comparison_flow_logs_everything_and_reuses_the_store(tiny_overrides, tm
     assert pd.read_csv(f"{result.output_dir}/comparison.csv", index_col=0).shape[0] == 3
 
     before = store_entries(workspace)
-    again = compare_strategies("toy-quick", overrides)
+    again = compare_strategies("toy-quick", overrides=overrides)
     assert store_entries(workspace) == before  # nothing rebuilt, nothing overwritten
     assert again.output_dir != result.output_dir and again.parent_run_id != result.parent_run_id
     pd.testing.assert_frame_equal(again.table, result.table)
 
-    changed = compare_strategies("toy-quick", [*overrides, "classifier.lr=0.002", "strategies=[supervised]"])
+    changed = compare_strategies("toy-quick", strategies=["supervised"], overrides=[*overrides, "classifier.lr=0.002"])
     after = store_entries(workspace)
     assert set(before) < set(after)  # new classifiers under new keys
     assert all(after[k] == v for k, v in before.items())  # the first run's results untouched
