@@ -46,6 +46,7 @@ class Evaluation:
     seed: int
     per_au: pd.DataFrame
     metrics: dict[str, float]
+    model: AUClassifier
     fp_matrix: np.ndarray
     history: list[dict[str, float]]
     info: dict
@@ -130,9 +131,16 @@ def evaluate(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem) -> E
     """Score the held-out test set: per-AU table, flat metrics and the false-positive matrix."""
     device = resolve_device(cfg.device)
     test = load_split(dataset, "test")
-    predicted = binarize(predict_proba(load_classifier(model, device), test.images, device), cfg.classifier.threshold)
+    net = load_classifier(model, device)
+    predicted = binarize(predict_proba(net, test.images, device), cfg.classifier.threshold)
     table = per_au_metrics(test.labels, predicted, test.label_columns)
     info = json.loads((model.path / "info.json").read_text())
     history = json.loads((model.path / "history.json").read_text())
-    return Evaluation(info["strategy"], info["seed"], table, flat_metrics(table),
+    return Evaluation(info["strategy"], info["seed"], table, flat_metrics(table), net,
                       false_positive_matrix(test.labels, predicted), history, info)
+
+
+def example_input(dataset: StoredItem, n: int = 2) -> np.ndarray:
+    """A few test images as the classifier sees them (float32 NCHW in [-1, 1]): a signature example."""
+    images = imageset.load(dataset.path / "test", mmap=True).images[:n]
+    return (np.transpose(images, (0, 3, 1, 2)).astype(np.float32) / 127.5 - 1.0)

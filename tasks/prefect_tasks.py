@@ -52,8 +52,11 @@ def evaluate(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem, pare
     with stage(f"evaluate {strategy} seed {seed}"):
         result = pipeline.evaluate(cfg, dataset, model)
         params = {k: result.info[k] for k in ("best_epoch", "n_train", "n_added", "images_per_second", "device")}
-        tracking.log_child(tracking.client_for(cfg), cfg, parent_run_id, strategy, seed, result.metrics,
-                           result.history, {**params, "model_dir": str(model.path)})
+        client = tracking.client_for(cfg)
+        run_id = tracking.log_child(client, cfg, parent_run_id, strategy, seed, result.metrics, result.history,
+                                    {**params, "model_dir": str(model.path)})
+        example = pipeline.example_input(dataset)
+        result.info.update(run_id=run_id, model_uri=tracking.log_classifier(run_id, result.model, example))
         return result
 
 
@@ -62,5 +65,10 @@ def publish_comparison(cfg: ExperimentConfig, dataset: StoredItem, evaluations: 
                        parent_run_id: str, output_dir: Path) -> pd.DataFrame:
     with stage("compare"):
         labelled = pipeline.load_split(dataset, "labelled")
-        return compare.publish(tracking.client_for(cfg), parent_run_id, evaluations, labelled.labels,
-                               labelled.label_columns, output_dir)
+        client = tracking.client_for(cfg)
+        table = compare.publish(client, parent_run_id, evaluations, labelled.labels, labelled.label_columns,
+                                output_dir)
+        best = {e.info["run_id"]: (e.metrics["f1_mean"], e.info["model_uri"]) for e in evaluations
+                if e.strategy == table["f1_mean_mean"].idxmax()}
+        tracking.register_best(client, parent_run_id, f"{cfg.experiment}-au-classifier", best)
+        return table

@@ -15,8 +15,12 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
+import mlflow.pytorch
+import numpy as np
+import torch
 import yaml
 from mlflow.entities import Metric, Param
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from ausynth.configs.schema import ExperimentConfig
@@ -111,8 +115,34 @@ def log_child(client: MlflowClient, cfg: ExperimentConfig, parent_id: str, strat
     for epoch, record in enumerate(history, start=1):
         log_metrics(client, run_id, {f"epoch_{k}": v for k, v in record.items()}, step=epoch)
     log_metrics(client, run_id, metrics)
-    client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_classifier(run_id: str, model: torch.nn.Module, example: np.ndarray) -> str:
+    """Log the classifier as an MLflow model with a signature (float images in, AU logits out).
+
+    Returns the model URI. The run is opened and closed in this thread (active runs are per thread).
+    """
+    model = model.cpu().eval()
+    with torch.no_grad():
+        output = model(torch.from_numpy(example)).numpy()
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, output),
+                                        input_example=example,
+                                        pip_requirements=[f"torch=={torch.__version__}"])
+    return info.model_uri
+
+
+def register_best(client: MlflowClient, parent_id: str, name: str, candidates: dict[str, tuple[float, str]]) -> str:
+    """Register the model with the highest score in the registry; tag the parent with the choice.
+
+    ``candidates`` maps a child run id to (score, model URI).
+    """
+    best_run = max(candidates, key=lambda run: candidates[run][0])
+    version = mlflow.register_model(candidates[best_run][1], name)
+    client.set_tag(parent_id, "registered_model", f"{name}/{version.version}")
+    client.set_tag(best_run, "registered_model", f"{name}/{version.version}")
+    return version.version
 
 
 @contextmanager

@@ -38,6 +38,11 @@ def test_comparison_flow_logs_everything_and_reuses_the_store(tiny_overrides, tm
     assert {"f1_mean", "fdr_mean", "f1_AU3", "fdr_AU3"} <= set(child.data.metrics)
     assert len(client.get_metric_history(child.info.run_id, "epoch_val_f1")) >= 1
     assert pd.read_csv(f"{result.output_dir}/comparison.csv", index_col=0).shape[0] == 3
+    assert client.get_logged_model(child.outputs.model_outputs[0].model_id).name == "model"
+    registered = parent.data.tags.get("registered_model") or client.get_run(result.parent_run_id).data.tags["registered_model"]
+    name, version = registered.split("/")
+    best = result.table["f1_mean_mean"].idxmax()
+    assert client.get_run(client.get_model_version(name, version).run_id).data.tags["strategy"] == best
 
     before = store_entries(workspace)
     again = compare_strategies("toy-quick", overrides=overrides)
