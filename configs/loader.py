@@ -91,7 +91,10 @@ def apply_override(data: dict[str, Any], assignment: str) -> dict[str, Any]:
 def _describe(err: ValidationError) -> str:
     lines = []
     for problem in err.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        loc = [str(p) for p in problem["loc"]]
+        if loc[:1] == ["dataset"] and loc[1:2] in (["toy"], ["faces"]):  # drop pydantic's union tag
+            loc.pop(1)
+        where = ".".join(loc) or "(top level)"
         got = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
         lines.append(f"  {where}: {problem['msg']}{got}")
     return "\n".join(lines)

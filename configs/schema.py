@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
+
+from ausynth.configs.faces import FaceDatasetConfig
+from ausynth.configs.generator import GeneratorConfig
+from ausynth.configs.section import Section
 
 Strategy = Literal["supervised", "upsample", "pseudo_label", "generator"]
 STRATEGIES: tuple[str, ...] = ("supervised", "upsample", "pseudo_label", "generator")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ToyDatasetConfig(Section):
@@ -75,11 +75,20 @@ class ExperimentConfig(Section):
     seeds: Annotated[list[int], Field(min_length=1)] = [0, 1, 2, 3, 4]
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workspace: Path = Path("workspace")
-    dataset: ToyDatasetConfig = ToyDatasetConfig()
+    dataset: Annotated[ToyDatasetConfig | FaceDatasetConfig, Field(discriminator="kind")] = ToyDatasetConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     strategies: Annotated[list[Strategy], Field(min_length=1)] = ["supervised", "upsample", "pseudo_label"]
     augment: AugmentConfig = AugmentConfig()
     pseudo_label: PseudoLabelConfig = PseudoLabelConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _toy_by_default(cls, value):
+        """A dataset section without ``kind`` is the toy set, as it was before faces existed."""
+        if isinstance(value, dict) and "kind" not in value:
+            return {"kind": "toy", **value}
+        return value
 
     @field_validator("strategies")
     @classmethod
@@ -97,7 +106,8 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _pool_is_large_enough(self) -> "ExperimentConfig":
-        if "pseudo_label" in self.strategies and self.dataset.unlabelled < self.augment.size:
+        toy = isinstance(self.dataset, ToyDatasetConfig)
+        if toy and "pseudo_label" in self.strategies and self.dataset.unlabelled < self.augment.size:
             raise ValueError(
                 f"augment.size ({self.augment.size}) exceeds dataset.unlabelled "
                 f"({self.dataset.unlabelled}): the pseudo-label strategy cannot add that many images"

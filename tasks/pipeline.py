@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ausynth.configs.faces import FaceDatasetConfig
 from ausynth.configs.schema import ExperimentConfig
 from ausynth.models.au_classifier import AUClassifier
 from ausynth.tasks import imageset, strategies
 from ausynth.tasks.device import resolve_device
+from ausynth.tasks.face_dataset import prepare_faces, write_reports
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.metrics import binarize, false_positive_matrix, flat_metrics, per_au_metrics
 from ausynth.tasks.store import cached_folder, stable_hash
@@ -56,16 +58,32 @@ def store_root(cfg: ExperimentConfig) -> Path:
     return cfg.workspace.resolve() / "store"
 
 
+def _source_fingerprint(cfg: FaceDatasetConfig) -> list:
+    """Size and modification time of the files a face dataset reads, so edited inputs are rebuilt."""
+    sources = [cfg.source, cfg.unlabelled] if cfg.unlabelled else [cfg.source]
+    roots = [p for src in sources for p in vars(src).values() if isinstance(p, Path) and p.exists()]
+    files = [f for root in roots for f in ([root] if root.is_file() else sorted(root.rglob("*"))) if f.is_file()]
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def _build_sets(cfg: ExperimentConfig, folder: Path) -> None:
+    if isinstance(cfg.dataset, FaceDatasetConfig):
+        data = prepare_faces(cfg.dataset, cfg.workspace.resolve())
+        sets = data.sets
+        write_reports(data.reports, folder / "reports")
+    else:
+        sets = build_toy(cfg.dataset)
+    for name, part in sets.items():
+        (folder / name).mkdir()
+        imageset.write(part, folder / name)
+
+
 def prepare_dataset(cfg: ExperimentConfig) -> StoredItem:
     """Build (or reuse) the labelled, unlabelled and test image sets of the config's dataset."""
-    key = stable_hash("dataset", cfg.dataset, FORMAT_VERSION)
-
-    def build(folder: Path) -> None:
-        for name, part in build_toy(cfg.dataset).items():
-            (folder / name).mkdir()
-            imageset.write(part, folder / name)
-
-    return StoredItem(cached_folder(store_root(cfg), "datasets", key, build), key)
+    faces = isinstance(cfg.dataset, FaceDatasetConfig)
+    key = stable_hash("dataset", cfg.dataset, _source_fingerprint(cfg.dataset) if faces else None, FORMAT_VERSION)
+    path = cached_folder(store_root(cfg), "datasets", key, lambda folder: _build_sets(cfg, folder))
+    return StoredItem(path, key)
 
 
 def load_split(dataset: StoredItem, name: str) -> ImageSet:

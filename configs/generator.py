@@ -1,0 +1,67 @@
+"""The generator section: which conditional GAN, how big, how it is trained and used.
+
+The defaults are sized for a 2-core CPU and the 96x96 toy set (a small network, a few hundred
+steps, about two minutes); a GPU run raises ``base_channels`` and ``steps``. Loss weights default
+to the papers' values (StarGAN: lambda_cls 1, lambda_rec 10, lambda_gp 10).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, PositiveInt, model_validator
+
+from ausynth.configs.section import Section
+
+Weight = Annotated[float, Field(ge=0)]
+
+
+class GeneratorConfig(Section):
+    """Train (or load) an Expression Manipulator or StarGAN and make AU-isolated images with it."""
+
+    # What the labels are comes from the data (its meta["label_type"]): AU presence or intensity
+    # suit both generators; emotion categories only StarGAN (a relative change between categories
+    # means nothing to the EM).
+    kind: Literal["em", "stargan"] = "em"
+    # How training draws target labels: 'shuffle' takes another image's label vector (the papers);
+    # 'per_au' permutes each label column on its own, which keeps every AU's frequency but breaks
+    # the AU correlations of the data, so single-AU targets are not rare during training.
+    target_sampling: Literal["shuffle", "per_au"] = "per_au"
+
+    base_channels: PositiveInt = 16
+    n_res_blocks: Annotated[int, Field(ge=0)] = 2
+
+    steps: PositiveInt = 400
+    batch_size: PositiveInt = 16
+    lr: Annotated[float, Field(gt=0)] = 1e-4
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.5, 0.999)
+    decay_from: Annotated[float, Field(ge=0, le=1)] = 0.5  # fraction of steps after which lr falls linearly to 0
+    n_critic: PositiveInt = 1  # discriminator updates per generator update
+
+    lambda_gp: Weight = 10.0
+    lambda_cls: Weight = 1.0  # conditional fulfilment: StarGAN classification, EM AU regression
+    lambda_rec: Weight = 10.0  # StarGAN: cycle reconstruction; EM: G(x, 0) = x
+    lambda_cycle: Weight = 10.0  # EM only: G(G(x, d), -d) = x
+
+    log_every: PositiveInt = 25
+    sample_every: PositiveInt = 100
+    checkpoint_every: PositiveInt = 100
+    amp: bool = True  # mixed precision, used only on CUDA
+
+    intensity: Annotated[float, Field(gt=0, le=1)] = 1.0  # 1.0 toy, 0.7 faces
+    neutral_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    images_per_au: PositiveInt | None = None  # None: the comparison's augment.size split over the AUs
+    drop_failed: bool = False
+    checkpoint: Path | None = None  # a trained generator to use instead of training one
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GeneratorConfig":
+        if self.steps < self.n_critic:
+            raise ValueError(
+                f"generator.steps ({self.steps}) is below generator.n_critic ({self.n_critic}): "
+                "the generator would never be updated"
+            )
+        if self.checkpoint is not None and not self.checkpoint.is_file():
+            raise ValueError(f"generator.checkpoint {str(self.checkpoint)!r} is not a file")
+        return self
