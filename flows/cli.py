@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ausynth.configs.loader import ConfigError, builtin_config_dir, load_config
+from ausynth.tasks.tracking import TrackingUnavailable
 
 console = Console(width=max(Console().width, 110))
 
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         console.print(f"[red]config error:[/red] {err}", highlight=False)
         return 2
+    except TrackingUnavailable as err:
+        console.print(f"[red]MLflow unavailable:[/red] {err}", highlight=False)
+        return 3
     return 0
 
 

@@ -12,7 +12,7 @@ from ausynth.configs.loader import load_config, parameter_overrides
 from ausynth.configs.schema import Strategy
 from ausynth.tasks import prefect_tasks as t
 from ausynth.tasks.outputs import new_output_dir
-from ausynth.tasks.tracking import comparison_run, tracking_uri
+from ausynth.tasks.tracking import check_tracking, comparison_run, tracking_uri
 
 
 @dataclass
@@ -44,6 +44,7 @@ def compare_strategies(
                                dataset__labelled=labelled, augment__size=augment_size,
                                classifier__max_epochs=max_epochs, device=device)
     cfg = load_config(config, [*form, *(overrides or [])])
+    check_tracking(tracking_uri(cfg))  # a down MLflow server fails here, not after the training
     output_dir = new_output_dir(cfg)
     with comparison_run(cfg, output_dir) as (_, parent_id):
         dataset = t.build_dataset(cfg)

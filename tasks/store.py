@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,10 +57,22 @@ def atomic_folder(final: Path) -> Iterator[Path]:
 
 
 def cached_folder(root: Path, kind: str, key: str, build: Callable[[Path], None]) -> Path:
-    """Return ``root/kind/key``, building it with ``build(tmp_folder)`` unless it exists."""
+    """Return ``root/kind/key``, building it with ``build(tmp_folder)`` unless it exists.
+
+    Two runs that build the same entry at once both build it; the first to finish wins and the
+    other's copy (identical, by its key) is dropped, so an entry that a run may be reading is
+    never replaced under it.
+    """
     final = Path(root) / kind / key
     if final.is_dir():
         return final
-    with atomic_folder(final) as tmp:
+    staged = final.with_name(f".{key}.{uuid.uuid4().hex[:8]}.done")
+    with atomic_folder(staged) as tmp:
         build(tmp)
+    try:
+        os.rename(staged, final)  # fails if another run's entry is already there
+    except OSError:
+        shutil.rmtree(staged, ignore_errors=True)
+        if not final.is_dir():
+            raise
     return final

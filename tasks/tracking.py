@@ -17,9 +17,11 @@ from pathlib import Path
 import mlflow
 import mlflow.pytorch
 import numpy as np
+import requests
 import torch
 import yaml
 from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
@@ -34,6 +36,38 @@ def tracking_uri(cfg: ExperimentConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.workspace.resolve() / 'mlflow.db'}"
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be used; raised before a flow does any work."""
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, saying what to do, when the tracking store is unusable.
+
+    An ``http(s)://`` server must answer within ``timeout`` seconds with a status below 500
+    (MLflow's own client would retry for minutes, and only at the first logging call); a
+    ``sqlite:///`` store's folder must be creatable and writable. Other stores are not checked.
+    """
+    advice = ("Nothing was run. Start the server (`make serve` starts one on 127.0.0.1:5000), point "
+              "MLFLOW_TRACKING_URI at a running one, or unset MLFLOW_TRACKING_URI to log to the local "
+              "SQLite store in the workspace (workspace/mlflow.db).")
+    if uri.startswith(("http://", "https://")):
+        try:
+            status = requests.get(uri.rstrip("/") + "/health", timeout=timeout).status_code
+        except requests.RequestException as err:
+            raise TrackingUnavailable(f"MLflow tracking server {uri} is not reachable "
+                                      f"({type(err).__name__}). {advice}") from None
+        if status >= 500:
+            raise TrackingUnavailable(f"MLflow tracking server {uri} answers HTTP {status}. {advice}")
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TrackingUnavailable(f"MLflow store {uri}: cannot create {folder} ({err})") from None
+        if not os.access(folder, os.W_OK):
+            raise TrackingUnavailable(f"MLflow store {uri}: {folder} is not writable")
+
+
 def client_for(cfg: ExperimentConfig) -> MlflowClient:
     uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
@@ -46,7 +80,13 @@ def experiment_id(client: MlflowClient, cfg: ExperimentConfig) -> str:
         return found.experiment_id
     artifacts = (cfg.workspace.resolve() / "mlartifacts").as_uri()
     is_local = tracking_uri(cfg).startswith("sqlite:")
-    return client.create_experiment(cfg.experiment, artifact_location=artifacts if is_local else None)
+    try:
+        return client.create_experiment(cfg.experiment, artifact_location=artifacts if is_local else None)
+    except MlflowException:  # a run started at the same moment created it first
+        found = client.get_experiment_by_name(cfg.experiment)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def git_commit() -> str:
