@@ -1,0 +1,86 @@
+"""Training speed of both generators at the toy size, against this machine's matmul rate.
+
+For each generator: a few warm-up training steps (one critic and one generator update each,
+n_critic 1), then timed steps on random 96x96 batches of 16; prints steps/s, images/s, the
+model FLOPs of one step (counted with torch's FlopCounterMode) and what share of the machine's
+dense float32 matmul rate (torch.mm of 2048x2048, measured in the same run) that is.
+
+    python benchmarks/generator_speed.py [--size 96] [--batch 16] [--steps 10] [--base-channels 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ausynth.configs.generator import GeneratorConfig
+from ausynth.tasks.checkpoint import Architecture
+from ausynth.tasks.train_generator import Networks
+
+N_LABELS = 9
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def train_step(nets: Networks, x: torch.Tensor, labels: torch.Tensor) -> None:
+    target = labels[torch.randperm(len(labels))]
+    nets.d_step(x, labels, target)
+    nets.g_step(x, labels, target)
+
+
+def measure(kind: str, args: argparse.Namespace) -> dict[str, float]:
+    cfg = GeneratorConfig(kind=kind, base_channels=args.base_channels, n_res_blocks=args.res_blocks,
+                          batch_size=args.batch, n_critic=1)
+    arch = Architecture(kind, "au_presence", args.base_channels, args.res_blocks, (args.size, args.size, 1),
+                        tuple(f"AU{k}" for k in range(1, N_LABELS + 1)))
+    nets = Networks(arch, cfg, torch.device("cpu"))
+    x = torch.rand(args.batch, 1, args.size, args.size) * 2 - 1
+    labels = (torch.rand(args.batch, N_LABELS) < 0.2).float()
+    for _ in range(args.warmup):
+        train_step(nets, x, labels)
+    with FlopCounterMode(display=False) as counter:
+        train_step(nets, x, labels)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        train_step(nets, x, labels)
+    seconds = (time.perf_counter() - start) / args.steps
+    return {"steps_per_s": 1 / seconds, "images_per_s": args.batch / seconds,
+            "gflop_per_step": counter.get_total_flops() / 1e9,
+            "gflops": counter.get_total_flops() / 1e9 / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--base-channels", type=int, default=GeneratorConfig().base_channels)
+    parser.add_argument("--res-blocks", type=int, default=GeneratorConfig().n_res_blocks)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    peak = matmul_gflops()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size}x{args.size}x1 images, "
+          f"batch {args.batch}, base_channels {args.base_channels}, n_res_blocks {args.res_blocks}")
+    print(f"dense float32 matmul (torch.mm 2048x2048): {peak:.1f} GFLOP/s")
+    print(f"{'generator':<10} {'steps/s':>8} {'images/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} {'of matmul':>10}")
+    for kind in ("em", "stargan"):
+        r = measure(kind, args)
+        print(f"{kind:<10} {r['steps_per_s']:>8.2f} {r['images_per_s']:>9.1f} {r['gflop_per_step']:>11.1f} "
+              f"{r['gflops']:>8.1f} {r['gflops'] / peak:>9.0%}")
+    print(f"matmul rate re-measured after the runs: {matmul_gflops():.1f} GFLOP/s (a large change means the "
+          "machine was busy)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Train either conditional GAN with one loop: WGAN-GP, Adam, linear lr decay, resumable.
+
+The two generators differ only in how labels become the generator's condition and which
+conditional loss and reconstruction terms apply; an ``Objective`` holds those differences and
+the loop (critic step, generator step every ``n_critic`` steps, logging, samples, checkpoints)
+is shared. A step is one critic update.
+
+Reproducibility: every random draw (batch, targets, penalty mix) comes from the global torch
+RNG, whose state (with numpy's and python's) is saved in each checkpoint, and the lr is a pure
+function of the step; so a run killed and resumed from its last checkpoint redoes the same
+steps with the same numbers and ends with the same weights as a run never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+
+from ausynth.configs.generator import GeneratorConfig
+from ausynth.models import gan_losses as L
+from ausynth.tasks.checkpoint import (Architecture, TrainedGenerator, load_generator, read_checkpoint,
+                                      save_checkpoint, rng_state, set_rng_state)
+from ausynth.tasks.device import seed_everything
+from ausynth.tasks.imageset import ImageSet
+from ausynth.tasks.train_classifier import scale, to_tensor
+
+log = logging.getLogger("ausynth")
+
+LogCallback = Callable[[int, dict[str, float], Path | None], None]
+CHECKPOINT = "generator.pt"
+SAMPLE_IMAGES = 8
+COLLAPSE_PATIENCE = 5  # consecutive logs with a near-zero critic loss before warning
+CRITIC_EPS = 1e-3
+STD_EPS = 1e-2  # per-pixel std over the generated batch, images in [-1, 1]
+RESUME_FREE = {"log_every", "sample_every", "checkpoint_every", "intensity", "neutral_threshold",
+               "images_per_au", "drop_failed", "checkpoint"}  # keys that do not change training
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What differs between the generators: condition, targets, conditional loss, reconstruction weights."""
+
+    relative: bool  # EM: condition on target - source; StarGAN: on the target itself
+    targets: str  # 'graded' (EM: intensities 0..1), 'binary' (StarGAN: AU presence), 'category' (StarGAN: one-hot)
+    cond_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    cycle_weight: float
+    identity_weight: float  # EM only: G(x, 0) = x
+
+    def labels(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw >= 0.5).float() if self.targets == "binary" else raw
+
+    def condition(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return target - source if self.relative else target
+
+    def single_targets(self, n_labels: int, intensity: float, device: torch.device) -> torch.Tensor:
+        """(K, K): row k asks for label k alone; at ``intensity`` where targets are graded, else at 1."""
+        return torch.eye(n_labels, device=device) * (intensity if self.targets == "graded" else 1.0)
+
+
+def objective_for(cfg: GeneratorConfig, label_type: str) -> Objective:
+    if cfg.kind == "em":
+        return Objective(True, "graded", L.au_regression_loss, cfg.lambda_cycle, cfg.lambda_rec)
+    if label_type == "emotion":
+        return Objective(False, "category", L.category_loss, cfg.lambda_rec, 0.0)
+    return Objective(False, "binary", L.multilabel_loss, cfg.lambda_rec, 0.0)
+
+
+def sample_targets(labels: torch.Tensor, mode: str, categorical: bool) -> torch.Tensor:
+    """Random targets for a batch: other images' label vectors, or each column permuted alone."""
+    if mode == "shuffle" or categorical:
+        return labels[torch.randperm(len(labels)).to(labels.device)]
+    order = torch.rand(labels.shape).argsort(dim=0).to(labels.device)
+    return labels.gather(0, order)
+
+
+def learning_rate(cfg: GeneratorConfig, step: int) -> float:
+    """Constant, then falling linearly to zero over the steps after ``decay_from``."""
+    start = cfg.decay_from * cfg.steps
+    if step <= start:
+        return cfg.lr
+    return cfg.lr * max(0.0, (cfg.steps - step) / (cfg.steps - start))
+
+
+class Networks:
+    """Both networks, their optimisers and AMP scalers, and the losses of one update each."""
+
+    def __init__(self, arch: Architecture, cfg: GeneratorConfig, device: torch.device) -> None:
+        self.cfg, self.objective = cfg, objective_for(cfg, arch.label_type)
+        self.G, self.D = arch.generator().to(device), arch.discriminator().to(device)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
+        amp = cfg.amp and device.type == "cuda"
+        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
+        self.scaler_g = torch.amp.GradScaler("cuda", enabled=amp)
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=amp)
+
+    def state(self) -> dict:
+        return {"generator": self.G.state_dict(), "discriminator": self.D.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+
+    def load(self, state: dict) -> None:
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.scaler_g.load_state_dict(state["scaler_g"])
+        self.scaler_d.load_state_dict(state["scaler_d"])
+
+    def set_lr(self, lr: float) -> None:
+        for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
+            group["lr"] = lr
+
+    def d_step(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        cfg, obj = self.cfg, self.objective
+        with self.autocast():
+            with torch.no_grad():
+                fake = self.G(x, obj.condition(source, target))
+            real_scores, real_labels = self.D(x)
+            fake_scores, _ = self.D(fake)
+            adv = L.critic_loss(real_scores.float(), fake_scores.float())
+            cls = obj.cond_loss(real_labels, source)
+        alpha = torch.rand(len(x), 1, 1, 1, device=x.device)
+        gp = L.gradient_penalty(lambda z: self.D(z)[0], x, fake, alpha)
+        loss = adv + cfg.lambda_cls * cls + cfg.lambda_gp * gp
+        self._update(loss, self.opt_d, self.scaler_d)
+        fake_std = fake.float().std(dim=0).mean()
+        return {"d_loss": loss.item(), "d_adv": adv.item(), "d_cls": cls.item(), "d_gp": gp.item(),
+                "fake_std": fake_std.item()}
+
+    def g_step(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+        cfg, obj = self.cfg, self.objective
+        self.D.requires_grad_(False)  # the critic only passes gradients through here; skip its weight gradients
+        with self.autocast():
+            fake = self.G(x, obj.condition(source, target))
+            scores, labels = self.D(fake)
+            adv = L.generator_adversarial_loss(scores.float())
+            cls = obj.cond_loss(labels, target)
+            cycle = L.l1_loss(self.G(fake, obj.condition(target, source)), x)
+            loss = adv + cfg.lambda_cls * cls + obj.cycle_weight * cycle
+            metrics = {"g_adv": adv.item(), "g_cls": cls.item(), "g_cycle": cycle.item()}
+            if obj.identity_weight:
+                identity = L.l1_loss(self.G(x, torch.zeros_like(source)), x)
+                loss = loss + obj.identity_weight * identity
+                metrics["g_rec"] = identity.item()
+        self._update(loss, self.opt_g, self.scaler_g)
+        self.D.requires_grad_(True)
+        return {"g_loss": loss.item(), **metrics}
+
+    @staticmethod
+    def _update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
+@torch.no_grad()
+def translate(model: torch.nn.Module, objective: Objective, x: torch.Tensor, source: torch.Tensor,
+              target: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] translated to ``target`` labels, with the generator in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = model(x, objective.condition(source, target))
+    model.train(was_training)
+    return out
+
+
+def save_samples(nets: Networks, x: torch.Tensor, source: torch.Tensor, intensity: float, path: Path) -> Path:
+    """A grid: one row per fixed image, the image itself then its translation to each single label."""
+    targets = nets.objective.single_targets(source.shape[1], intensity, x.device)
+    k = len(targets)
+    outputs = translate(nets.G, nets.objective, x.repeat_interleave(k, 0), source.repeat_interleave(k, 0),
+                        targets.repeat(len(x), 1)).float()
+    rows = torch.cat([x[:, None], outputs.view(len(x), k, *x.shape[1:])], dim=1).flatten(0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(rows, path, nrow=k + 1, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
+    return path
+
+
+class CollapseWatch:
+    """Warns when the critic stops separating real from fake, or the generator's output stops varying."""
+
+    def __init__(self) -> None:
+        self.flat_logs = 0
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        self.flat_logs = self.flat_logs + 1 if abs(metrics["d_adv"]) < CRITIC_EPS else 0
+        if self.flat_logs == COLLAPSE_PATIENCE:
+            log.warning("generator training may have collapsed: the critic's adversarial loss has stayed within "
+                        "%.0e of zero for %d logs (step %d); look at the sample grids", CRITIC_EPS,
+                        COLLAPSE_PATIENCE, step)
+        if metrics["fake_std"] < STD_EPS:
+            log.warning("generator training may have collapsed: generated images hardly vary across the batch "
+                        "(mean per-pixel std %.2e at step %d)", metrics["fake_std"], step)
+
+
+class Window:
+    """Averages metrics between two log lines and times the steps in between."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.steps, self.seconds = 0, 0.0
+
+    def add(self, metrics: dict[str, float], seconds: float) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.steps += 1
+        self.seconds += seconds
+
+    def flush(self) -> dict[str, float]:
+        means = {key: total / self.counts[key] for key, total in self.sums.items()}
+        means["steps_per_s"] = self.steps / max(self.seconds, 1e-9)
+        self.reset()
+        return means
+
+
+def _trainable(data: ImageSet) -> ImageSet:
+    """Rows with every label present; unlabelled rows are left out, with a warning."""
+    keep = np.flatnonzero(~np.isnan(data.labels).any(axis=1))
+    if len(keep) == 0:
+        raise ValueError("no image with labels to train the generator on: pseudo-label the unlabelled pool first")
+    if len(keep) < len(data):
+        log.warning("generator training: %d of %d images have missing labels and are left out",
+                    len(data) - len(keep), len(data))
+        return data.subset(keep)
+    return data
+
+
+def _resume(nets: Networks, path: Path, arch: Architecture, run: dict) -> tuple[int, list[dict[str, float]]]:
+    """Restore a checkpoint's training state; returns its step and history."""
+    state = read_checkpoint(path, arch)
+    changed = sorted(k for k in run if k not in RESUME_FREE and state["run"].get(k) != run[k])
+    if changed:
+        log.warning("resuming %s with changed settings %s: the result will differ from an uninterrupted run",
+                    path, changed)
+    nets.load(state)
+    set_rng_state(state["rng"])
+    log.info("resuming generator training from %s at step %d", path, state["step"])
+    return state["step"], state["history"]
+
+
+def _report(cfg: GeneratorConfig, step: int, record: dict[str, float], image: Path | None, watch: CollapseWatch,
+            on_log: LogCallback | None) -> None:
+    losses = " ".join(f"{key} {value:.4g}" for key, value in record.items())
+    log.info("generator %s step %d/%d %s", cfg.kind, step, cfg.steps, losses)
+    watch.update(step, record)
+    if on_log:
+        on_log(step, record, image)
+
+
+def train_generator(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.device, out_dir: Path,
+                    on_log: LogCallback | None = None) -> TrainedGenerator:
+    """Train on ``data``'s labelled rows, checkpointing into ``out_dir``; resumes a checkpoint found there."""
+    data = _trainable(data)
+    arch = Architecture.of(cfg, data)
+    out_dir, path = Path(out_dir), Path(out_dir) / CHECKPOINT
+    run = {**cfg.model_dump(mode="json"), "seed": seed}
+    seed_everything(seed)
+    nets = Networks(arch, cfg, device)
+    step, history = _resume(nets, path, arch, run) if path.is_file() else (0, [])
+    if step > cfg.steps:
+        raise ValueError(f"{path} is at step {step}, past generator.steps ({cfg.steps}): use a new output folder")
+    images = to_tensor(data.images, device)
+    labels = nets.objective.labels(torch.from_numpy(data.labels)).to(device)
+    fixed = torch.from_numpy(np.linspace(0, len(data) - 1, min(SAMPLE_IMAGES, len(data))).round().astype(np.int64))
+    categorical = nets.objective.targets == "category"
+    window, watch = Window(), CollapseWatch()
+    log.info("training %s on %d images, on %s%s, steps %d..%d", arch.describe(), len(data), device,
+             " with mixed precision" if nets.scaler_g.is_enabled() else "", step + 1, cfg.steps)
+    for step in range(step + 1, cfg.steps + 1):
+        start = time.perf_counter()
+        nets.set_lr(learning_rate(cfg, step))
+        index = torch.randint(len(data), (cfg.batch_size,)).to(device)
+        x, source = scale(images[index]), labels[index]
+        target = sample_targets(source, cfg.target_sampling, categorical)
+        metrics = nets.d_step(x, source, target)
+        if step % cfg.n_critic == 0:
+            metrics |= nets.g_step(x, source, target)
+        window.add(metrics, time.perf_counter() - start)
+        last = step == cfg.steps
+        image = None
+        if step % cfg.sample_every == 0 or last:
+            image = save_samples(nets, scale(images[fixed.to(device)]), labels[fixed.to(device)], cfg.intensity,
+                                 out_dir / "samples" / f"step_{step:06d}.png")
+        if step % cfg.log_every == 0 or image is not None:
+            record = {**window.flush(), "lr": learning_rate(cfg, step)}
+            history.append({"step": float(step), **record})
+            _report(cfg, step, record, image, watch, on_log)
+        if step % cfg.checkpoint_every == 0 or last:
+            save_checkpoint(path, {**nets.state(), "step": step, "rng": rng_state(), "run": run,
+                                   "architecture": arch.as_dict(), "history": history})
+    return load_generator(path, device, arch)
+
+
+def train_or_load(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.device, out_dir: Path,
+                  on_log: LogCallback | None = None) -> TrainedGenerator:
+    """``generator.checkpoint`` when set (checked against this data), else a generator trained here."""
+    if cfg.checkpoint is not None:
+        return load_generator(cfg.checkpoint, device, Architecture.of(cfg, data))
+    return train_generator(data, cfg, seed, device, out_dir, on_log)

@@ -1,0 +1,181 @@
+"""The generator training loop: it learns, logs, samples, checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ausynth.configs.generator import GeneratorConfig
+from ausynth.tasks.checkpoint import Architecture, CheckpointMismatch, load_generator
+from ausynth.tasks.imageset import ImageSet
+from ausynth.tasks.train_generator import (CHECKPOINT, CollapseWatch, learning_rate, sample_targets,
+                                           train_generator, train_or_load)
+
+CPU = torch.device("cpu")
+
+
+def grid_set(n: int, size: int = 32, channels: int = 1, seed: int = 0) -> ImageSet:
+    """A 2x2 toy grid: label k lights cell k (row-major) on a noisy background."""
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, 4)) < 0.4).astype(np.float32)
+    images = rng.integers(0, 60, size=(n, size, size, channels)).astype(np.uint8)
+    cell = size // 2
+    for k in range(4):
+        r, c = divmod(k, 2)
+        images[labels[:, k] > 0, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = 230
+    frame = pd.DataFrame(labels, columns=[f"AU{k}" for k in range(1, 5)])
+    frame.insert(0, "subject", [f"s{i % 5}" for i in range(n)])
+    frame.insert(1, "origin", "labelled")
+    return ImageSet(images, frame, list(frame.columns[2:]))
+
+
+def tiny(**overrides) -> GeneratorConfig:
+    settings = dict(base_channels=4, n_res_blocks=1, batch_size=4, steps=6, log_every=1, sample_every=3,
+                    checkpoint_every=2)
+    return GeneratorConfig(**{**settings, **overrides})
+
+
+class Killed(Exception):
+    """Stands in for the process being killed at a given step."""
+
+
+@pytest.mark.parametrize("kind", ["em", "stargan"])
+def test_training_learns_logs_and_samples(tmp_path: Path, kind: str) -> None:
+    data = grid_set(32)
+    logs: list[tuple[int, dict, Path | None]] = []
+    cfg = tiny(kind=kind, steps=30, lr=2e-3, log_every=10, sample_every=15, checkpoint_every=10)
+    torch.manual_seed(0)
+    before = Architecture.of(cfg, data).generator().state_dict()
+    trained = train_generator(data, cfg, seed=0, device=CPU, out_dir=tmp_path,
+                              on_log=lambda step, metrics, image: logs.append((step, metrics, image)))
+    assert [step for step, _, _ in logs] == [10, 15, 20, 30]
+    assert {"d_loss", "d_gp", "g_loss", "g_cycle", "fake_std", "steps_per_s", "lr"} <= set(logs[0][1])
+    images = [image for _, _, image in logs if image is not None]
+    assert [p.name for p in images] == ["step_000015.png", "step_000030.png"] and all(p.is_file() for p in images)
+    assert logs[-1][1]["g_cycle"] < logs[0][1]["g_cycle"]  # it learns to reconstruct its input
+    after = trained.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert trained.step == 30 and len(trained.history) == 4 and not trained.model.training
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT, "samples"]  # no temporary files left
+
+
+@pytest.mark.parametrize("kind", ["em", "stargan"])
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, kind: str) -> None:
+    data, cfg = grid_set(16), tiny(kind=kind, n_critic=2)
+    whole = train_generator(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "whole")
+
+    def kill_at_5(step: int, metrics: dict, image: Path | None) -> None:
+        if step == 5:
+            raise Killed
+    with pytest.raises(Killed):  # killed after the step-4 checkpoint: step 5 is redone after resuming
+        train_generator(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "killed", on_log=kill_at_5)
+    assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)["step"] == 4
+    resumed = train_generator(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "killed")
+
+    a = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
+    b = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
+    for net in ("generator", "discriminator"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+    for opt in ("opt_g", "opt_d"):
+        for index, state in a[opt]["state"].items():
+            assert torch.equal(state["exp_avg"], b[opt]["state"][index]["exp_avg"])
+    assert [h["d_loss"] for h in a["history"]] == [h["d_loss"] for h in b["history"]]
+    assert resumed.step == whole.step == 6
+
+
+def test_a_different_seed_gives_different_weights(tmp_path: Path) -> None:
+    data, cfg = grid_set(16), tiny(steps=2)
+    a = train_generator(data, cfg, seed=0, device=CPU, out_dir=tmp_path / "a").model.state_dict()
+    b = train_generator(data, cfg, seed=1, device=CPU, out_dir=tmp_path / "b").model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_wrong_architecture_or_image_size_names_both(tmp_path: Path) -> None:
+    data = grid_set(16)
+    train_generator(data, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path)
+    path = tmp_path / CHECKPOINT
+    other_kind = Architecture.of(tiny(kind="stargan"), data)
+    with pytest.raises(CheckpointMismatch) as error:
+        load_generator(path, CPU, other_kind)
+    message = str(error.value)
+    assert "differs in kind" in message and "expected: stargan" in message and "found:    em" in message
+    bigger = grid_set(16, size=64)
+    with pytest.raises(CheckpointMismatch, match="image_shape(.|\n)*64x64x1 images(.|\n)*32x32x1 images"):
+        train_generator(bigger, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path)  # resume into other data
+    with pytest.raises(CheckpointMismatch, match="differs in base_channels"):
+        train_or_load(data, tiny(base_channels=8, checkpoint=path), seed=0, device=CPU, out_dir=tmp_path / "x")
+
+
+def test_train_or_load_uses_a_given_checkpoint(tmp_path: Path) -> None:
+    data = grid_set(16)
+    trained = train_generator(data, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path / "run")
+    loaded = train_or_load(data, tiny(steps=2, checkpoint=trained.checkpoint), seed=5, device=CPU,
+                           out_dir=tmp_path / "unused")
+    assert loaded.checkpoint == trained.checkpoint and not (tmp_path / "unused").exists()
+    x = torch.zeros(1, 1, 32, 32)
+    assert torch.equal(loaded.model(x, torch.ones(1, 4)), trained.model(x, torch.ones(1, 4)))
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointMismatch, match="not an ausynth generator checkpoint"):
+        load_generator(tmp_path / "other.pt", CPU)
+
+
+def test_unlabelled_rows_are_left_out(tmp_path: Path, caplog) -> None:
+    data = grid_set(16)
+    data.frame.loc[:3, "AU1"] = np.nan
+    with caplog.at_level(logging.WARNING, logger="ausynth"):
+        train_generator(data, tiny(steps=1), seed=0, device=CPU, out_dir=tmp_path)
+    assert "4 of 16 images have missing labels" in caplog.text
+
+
+def emotion_set(n: int) -> ImageSet:
+    """One-hot emotion categories, each drawn as a brighter image."""
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 3, n)
+    images = (classes[:, None, None, None] * 80 + rng.integers(0, 40, (n, 32, 32, 1))).astype(np.uint8)
+    frame = pd.DataFrame(np.eye(3, dtype=np.float32)[classes], columns=["emotion_angry", "emotion_happy",
+                                                                         "emotion_neutral"])
+    frame.insert(0, "subject", "s")
+    frame.insert(1, "origin", "labelled")
+    return ImageSet(images, frame, list(frame.columns[2:]), {"label_type": "emotion"})
+
+
+def test_stargan_trains_on_emotion_categories_and_em_refuses_them(tmp_path: Path) -> None:
+    data = emotion_set(12)
+    trained = train_generator(data, tiny(kind="stargan", steps=2), seed=0, device=CPU, out_dir=tmp_path)
+    assert trained.architecture.label_type == "emotion"
+    with pytest.raises(ValueError, match="'em' cannot condition on 'emotion' labels.*use kind 'stargan'"):
+        train_generator(data, tiny(kind="em", steps=2), seed=0, device=CPU, out_dir=tmp_path / "em")
+    one_hot = torch.eye(3)[torch.tensor([0, 1, 2, 2])]
+    assert torch.equal(sample_targets(one_hot, "per_au", categorical=True).sum(1), torch.ones(4))
+
+
+def test_learning_rate_decays_linearly_to_zero() -> None:
+    cfg = GeneratorConfig(steps=100, lr=1e-4, decay_from=0.5)
+    assert [learning_rate(cfg, s) for s in (1, 50, 75, 100)] == pytest.approx([1e-4, 1e-4, 5e-5, 0.0])
+
+
+def test_per_au_targets_keep_each_label_frequency() -> None:
+    torch.manual_seed(0)
+    labels = (torch.rand(64, 5) < 0.3).float()
+    targets = sample_targets(labels, "per_au", categorical=False)
+    assert torch.equal(targets.sum(0), labels.sum(0)) and not torch.equal(targets, labels)
+    shuffled = sample_targets(labels, "shuffle", categorical=False)
+    assert sorted(map(tuple, shuffled.tolist())) == sorted(map(tuple, labels.tolist()))
+
+
+def test_collapse_warnings(caplog) -> None:
+    watch = CollapseWatch()
+    with caplog.at_level(logging.WARNING, logger="ausynth"):
+        for step in range(5):
+            watch.update(step, {"d_adv": 1e-5, "fake_std": 0.3})
+        assert "stayed within" in caplog.text
+        watch.update(6, {"d_adv": -2.0, "fake_std": 1e-4})
+        assert "hardly vary" in caplog.text
