@@ -19,7 +19,9 @@ console = Console(width=max(Console().width, 110))
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ausynth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "run the comparison flow"), ("validate", "check a config and print it")):
+    commands = (("run", "run the comparison flow"), ("train-generator", "train the config's generator alone"),
+                ("prepare", "build the config's dataset alone"), ("validate", "check a config and print it"))
+    for name, help_text in commands:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("config", help="a YAML path or a built-in config name (see `ausynth configs`)")
         cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -47,9 +49,18 @@ def _print_table(result) -> None:
 def _run(args: argparse.Namespace) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
-    from ausynth.flows.compare import compare_strategies
+    if args.command == "train-generator":
+        from ausynth.flows.train_generator import train_generator
 
-    _print_table(compare_strategies(args.config, overrides=args.overrides))
+        train_generator(args.config, overrides=args.overrides)
+    elif args.command == "prepare":
+        from ausynth.flows.prepare_dataset import prepare_dataset
+
+        prepare_dataset(args.config, overrides=args.overrides)
+    else:
+        from ausynth.flows.compare import compare_strategies
+
+        _print_table(compare_strategies(args.config, overrides=args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from ausynth.configs.loader import load_config, parameter_overrides
 from ausynth.configs.schema import Strategy
 from ausynth.tasks import prefect_tasks as t
 from ausynth.tasks.outputs import new_output_dir
-from ausynth.tasks.tracking import check_tracking, comparison_run, tracking_uri
+from ausynth.tasks.tracking import check_tracking, tracked_run, tracking_uri
 
 
 @dataclass
@@ -46,12 +46,19 @@ def compare_strategies(
     cfg = load_config(config, [*form, *(overrides or [])])
     check_tracking(tracking_uri(cfg))  # a down MLflow server fails here, not after the training
     output_dir = new_output_dir(cfg)
-    with comparison_run(cfg, output_dir) as (_, parent_id):
+    with tracked_run(cfg, output_dir) as (_, parent_id):
         dataset = t.build_dataset(cfg)
-        needs_teacher = "pseudo_label" in cfg.strategies
+        t.dataset_report(cfg, dataset, parent_id, output_dir)
+        needs_teacher = {"pseudo_label", "generator"} & set(cfg.strategies)
         teacher = t.train_classifier(cfg, dataset, "supervised", cfg.seeds[0]) if needs_teacher else None
+        generated = None
+        if "generator" in cfg.strategies:
+            generator = t.train_generator(cfg, dataset, teacher, parent_id)
+            oracle = t.train_oracle(cfg, dataset)
+            generated = t.generate_isolated(cfg, dataset, generator, teacher, oracle, parent_id)
         evaluations = [
-            t.evaluate(cfg, dataset, t.train_classifier(cfg, dataset, strategy, seed, teacher), parent_id, strategy, seed)
+            t.evaluate(cfg, dataset, t.train_classifier(cfg, dataset, strategy, seed, teacher, generated), parent_id,
+                       strategy, seed)
             for strategy in cfg.strategies for seed in cfg.seeds
         ]
         table = t.publish_comparison(cfg, dataset, evaluations, parent_id, output_dir)

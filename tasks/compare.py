@@ -13,19 +13,29 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ausynth.tasks.metrics import cooccurrence  # noqa: E402
+from ausynth.tasks.metrics import PER_OUTPUT_METRIC, PRIMARY_METRIC, SUMMARY_METRICS, cooccurrence  # noqa: E402
 from ausynth.tasks.pipeline import Evaluation  # noqa: E402
 from ausynth.tasks.tracking import log_metrics  # noqa: E402
 
-SUMMARY_METRICS = ("f1_mean", "fdr_mean", "precision_mean", "recall_mean")
+PERCENT = ("f1", "fdr", "precision", "recall", "accuracy")  # metric prefixes shown in %, as the thesis does
+
+
+def label_type(evaluations: list[Evaluation]) -> str:
+    return evaluations[0].label_type
+
+
+def primary_column(evaluations: list[Evaluation]) -> str:
+    """The comparison table's column that ranks strategies (higher is better)."""
+    return f"{PRIMARY_METRIC[label_type(evaluations)]}_mean"
 
 
 def comparison_table(evaluations: list[Evaluation]) -> pd.DataFrame:
     """Strategy rows; mean and std over seeds of each summary metric, plus the seed count."""
-    rows = pd.DataFrame([{"strategy": e.strategy, "seed": e.seed, **{m: e.metrics[m] for m in SUMMARY_METRICS}}
+    metrics = SUMMARY_METRICS[label_type(evaluations)]
+    rows = pd.DataFrame([{"strategy": e.strategy, "seed": e.seed, **{m: e.metrics.get(m, np.nan) for m in metrics}}
                          for e in evaluations])
     order = list(dict.fromkeys(rows["strategy"]))
-    grouped = rows.groupby("strategy", sort=False)[list(SUMMARY_METRICS)]
+    grouped = rows.groupby("strategy", sort=False)[list(metrics)]
     table = grouped.agg(["mean", "std"]).reindex(order)
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table["seeds"] = rows.groupby("strategy", sort=False).size().reindex(order)
@@ -38,18 +48,19 @@ def table_metrics(table: pd.DataFrame) -> dict[str, float]:
             for column, value in row.items()}
 
 
-def per_au_f1(evaluations: list[Evaluation]) -> pd.DataFrame:
-    """AU rows x strategy columns: F1 averaged over seeds."""
-    frames = [e.per_au["f1"].rename(e.strategy) for e in evaluations]
+def per_output(evaluations: list[Evaluation]) -> pd.DataFrame:
+    """Output rows (AUs, emotions, ...) x strategy columns: the type's per-output metric, mean over seeds."""
+    metric = PER_OUTPUT_METRIC[label_type(evaluations)]
+    frames = [e.per_au[metric].rename(e.strategy) for e in evaluations]
     return pd.concat(frames, axis=1).T.groupby(level=0, sort=False).mean().T
 
 
-def plot_per_au_f1(f1: pd.DataFrame) -> Figure:
-    fig, ax = plt.subplots(figsize=(max(6, len(f1) * 0.9), 4))
-    f1.plot.bar(ax=ax, width=0.8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("F1 (mean over seeds)")
-    ax.set_title("Per-AU F1 by strategy")
+def plot_per_output(values: pd.DataFrame, metric: str) -> Figure:
+    fig, ax = plt.subplots(figsize=(max(6, len(values) * 0.9), 4))
+    values.plot.bar(ax=ax, width=0.8)
+    ax.set_ylim(min(0, float(values.min().min())), 1)
+    ax.set_ylabel(f"{metric} (mean over seeds)")
+    ax.set_title(f"Per-output {metric} by strategy")
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     return fig
@@ -63,31 +74,33 @@ def _heatmap(ax, matrix: np.ndarray, names: list[str], title: str) -> None:
     ax.figure.colorbar(image, ax=ax, fraction=0.046)
 
 
-def plot_confusion(cooccurrence: np.ndarray, fp_by_strategy: dict[str, np.ndarray], names: list[str]) -> Figure:
-    """Training-set co-occurrence beside each strategy's false-positive matrix at test."""
-    panels = 1 + len(fp_by_strategy)
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 4))
-    _heatmap(axes[0], cooccurrence, names, "train: P(col | row)")
-    for ax, (strategy, matrix) in zip(axes[1:], fp_by_strategy.items()):
-        _heatmap(ax, matrix, names, f"{strategy}: FP rate, only row true")
+def plot_confusion(cooccurrence: np.ndarray | None, errors_by_strategy: dict[str, np.ndarray], names: list[str],
+                   title: str) -> Figure:
+    """Training-set co-occurrence (AUs) beside each strategy's error matrix at test."""
+    panels = [("train: P(col | row)", cooccurrence)] if cooccurrence is not None else []
+    panels += [(f"{strategy}: {title}", matrix) for strategy, matrix in errors_by_strategy.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], panels):
+        _heatmap(ax, matrix, names, name)
     fig.tight_layout()
     return fig
 
 
-def mean_fp_matrices(evaluations: list[Evaluation]) -> dict[str, np.ndarray]:
+def mean_error_matrices(evaluations: list[Evaluation]) -> dict[str, np.ndarray]:
     by_strategy: dict[str, list[np.ndarray]] = {}
     for e in evaluations:
-        by_strategy.setdefault(e.strategy, []).append(e.fp_matrix)
+        if e.fp_matrix is not None:
+            by_strategy.setdefault(e.strategy, []).append(e.fp_matrix)
     return {s: np.mean(ms, axis=0) for s, ms in by_strategy.items()}
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """F1 / FDR in percent as 'mean ± std', the way the thesis reports them."""
+    """Each metric as 'mean ± std'; F1, FDR and the like in percent, the way the thesis reports them."""
     shown = pd.DataFrame(index=table.index)
-    for metric, label in (("f1_mean", "F1 %"), ("fdr_mean", "FDR %"), ("precision_mean", "precision %"),
-                          ("recall_mean", "recall %")):
-        shown[label] = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in
-                        zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
+    for metric in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean") and c != "seeds"]:
+        factor, unit = (100, " %") if metric.startswith(PERCENT) else (1, "")
+        shown[f"{metric.removesuffix('_mean')}{unit}"] = [f"{factor * m:.2f} ± {factor * s:.2f}" for m, s in
+                                                          zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
     shown["seeds"] = table["seeds"].astype(int)
     return shown
 
@@ -102,8 +115,15 @@ def publish(client, run_id: str, evaluations: list[Evaluation], train_labels: np
     per_seed = pd.DataFrame([{"strategy": e.strategy, "seed": e.seed, **{k: e.info[k] for k in training}, **e.metrics}
                              for e in evaluations])
     per_seed.to_csv(output_dir / "per_seed.csv", index=False)
-    figures = {"per_au_f1.png": plot_per_au_f1(per_au_f1(evaluations)),
-               "au_confusion.png": plot_confusion(cooccurrence(train_labels), mean_fp_matrices(evaluations), names)}
+    kind = label_type(evaluations)
+    figures = {"per_au_f1.png" if kind == "au_presence" else "per_output.png":
+               plot_per_output(per_output(evaluations), PER_OUTPUT_METRIC[kind])}
+    errors = mean_error_matrices(evaluations)
+    if errors:
+        is_au = kind == "au_presence"
+        figures["au_confusion.png" if is_au else "confusion.png"] = plot_confusion(
+            cooccurrence(train_labels) if is_au else None, errors, names,
+            "FP rate, only row true" if is_au else "P(predicted col | true row)")
     for name, fig in figures.items():
         fig.savefig(output_dir / name, dpi=110)
         plt.close(fig)

@@ -23,14 +23,14 @@ from ausynth.tasks import imageset, strategies
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.face_dataset import prepare_faces, write_reports
 from ausynth.tasks.imageset import ImageSet
-from ausynth.tasks.metrics import binarize, false_positive_matrix, flat_metrics, per_au_metrics
+from ausynth.tasks.metrics import error_matrix, evaluate_predictions
 from ausynth.tasks.store import cached_folder, stable_hash
 from ausynth.tasks.toy_data import build_toy
 from ausynth.tasks.train_classifier import predict_proba, train_classifier
 
 log = logging.getLogger("ausynth")
 
-FORMAT_VERSION = 1  # bump when a stage's output format changes, so old store entries are not reused
+FORMAT_VERSION = 2  # bump when a stage's output format changes, so old store entries are not reused
 SPLITS = ("labelled", "unlabelled", "test")
 
 
@@ -46,10 +46,11 @@ class StoredItem:
 class Evaluation:
     strategy: str
     seed: int
+    label_type: str
     per_au: pd.DataFrame
     metrics: dict[str, float]
     model: AUClassifier
-    fp_matrix: np.ndarray
+    fp_matrix: np.ndarray | None
     history: list[dict[str, float]]
     info: dict
 
@@ -90,13 +91,15 @@ def load_split(dataset: StoredItem, name: str) -> ImageSet:
     return imageset.load(dataset.path / name)
 
 
-def _model_key(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int, teacher: StoredItem | None) -> str:
-    added = {"upsample": cfg.augment, "pseudo_label": (cfg.augment, cfg.pseudo_label, teacher and teacher.key)}
+def _model_key(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int, teacher: StoredItem | None,
+               generated: StoredItem | None) -> str:
+    added = {"upsample": cfg.augment, "pseudo_label": (cfg.augment, cfg.pseudo_label, teacher and teacher.key),
+             "generator": (cfg.augment, generated and generated.key)}
     return stable_hash("classifier", dataset.key, strategy, seed, cfg.classifier, added.get(strategy), FORMAT_VERSION)
 
 
 def added_images(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int,
-                 teacher: StoredItem | None) -> ImageSet | None:
+                 teacher: StoredItem | None, generated: StoredItem | None = None) -> ImageSet | None:
     """The images a strategy adds to the labelled training rows."""
     if strategy == "supervised":
         return None
@@ -109,17 +112,21 @@ def added_images(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed
         scores = np.load(teacher.path / "pool_scores.npy")
         return strategies.pseudo_label(load_split(dataset, "unlabelled"), scores, cfg.augment.size,
                                        cfg.pseudo_label, cfg.classifier.threshold, seed)
+    if strategy == "generator":
+        if generated is None:
+            raise ValueError("the generator strategy needs generated images")
+        return strategies.sample(imageset.load(generated.path / "images"), cfg.augment.size, seed)
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
 def fit_classifier(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int,
-                   teacher: StoredItem | None = None) -> StoredItem:
+                   teacher: StoredItem | None = None, generated: StoredItem | None = None) -> StoredItem:
     """Train (or reuse) the classifier of one (strategy, seed) and store its weights and history."""
-    key = _model_key(cfg, dataset, strategy, seed, teacher)
+    key = _model_key(cfg, dataset, strategy, seed, teacher, generated)
 
     def build(folder: Path) -> None:
         train, val = strategies.train_val(load_split(dataset, "labelled"))
-        data = strategies.training_set(train, added_images(cfg, dataset, strategy, seed, teacher))
+        data = strategies.training_set(train, added_images(cfg, dataset, strategy, seed, teacher, generated))
         device = resolve_device(cfg.device)
         trained = train_classifier(data, val, cfg.classifier, seed, device, desc=f"{strategy}/seed{seed}")
         torch.save(trained.model.state_dict(), folder / "model.pt")
@@ -127,7 +134,8 @@ def fit_classifier(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, se
                 "n_added": len(data) - len(train), "images_per_second": trained.images_per_second,
                 "n_outputs": len(data.label_columns), "in_channels": data.image_shape[-1],
                 "backbone": cfg.classifier.backbone, "width": cfg.classifier.width,
-                "label_columns": data.label_columns, "device": str(device)}
+                "label_columns": data.label_columns, "label_type": trained.model.label_type, "device": str(device),
+                "generated_from": str(generated.path) if strategy == "generator" and generated else ""}
         (folder / "info.json").write_text(json.dumps(info, indent=2))
         (folder / "history.json").write_text(json.dumps(trained.history))
         if strategy == "supervised":  # the baseline doubles as the pseudo-labelling teacher
@@ -140,22 +148,25 @@ def fit_classifier(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, se
 
 def load_classifier(model: StoredItem, device: torch.device) -> AUClassifier:
     info = json.loads((model.path / "info.json").read_text())
-    net = AUClassifier(info["n_outputs"], info["in_channels"], info["backbone"], info["width"])
+    net = AUClassifier(info["n_outputs"], info["in_channels"], info["backbone"], info["width"],
+                       label_type=info["label_type"])
     net.load_state_dict(torch.load(model.path / "model.pt", map_location=device, weights_only=True))
     return net.to(device)
 
 
 def evaluate(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem) -> Evaluation:
-    """Score the held-out test set: per-AU table, flat metrics and the false-positive matrix."""
+    """Score the held-out test set: the per-output table, flat metrics and the error matrix
+    (AU false positives, or the emotion confusion; none for continuous labels)."""
     device = resolve_device(cfg.device)
     test = load_split(dataset, "test")
     net = load_classifier(model, device)
-    predicted = binarize(predict_proba(net, test.images, device), cfg.classifier.threshold)
-    table = per_au_metrics(test.labels, predicted, test.label_columns)
+    scores = predict_proba(net, test.images, device)
+    threshold = cfg.classifier.threshold
+    table, flat = evaluate_predictions(net.label_type, test.labels, scores, test.label_columns, threshold)
     info = json.loads((model.path / "info.json").read_text())
     history = json.loads((model.path / "history.json").read_text())
-    return Evaluation(info["strategy"], info["seed"], table, flat_metrics(table), net,
-                      false_positive_matrix(test.labels, predicted), history, info)
+    return Evaluation(info["strategy"], info["seed"], net.label_type, table, flat, net,
+                      error_matrix(net.label_type, test.labels, scores, threshold), history, info)
 
 
 def example_input(dataset: StoredItem, n: int = 2) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 
 from ausynth.configs.schema import PseudoLabelConfig
 from ausynth.tasks.imageset import ImageSet, concat
+from ausynth.tasks.metrics import predicted_labels
 
 log = logging.getLogger("ausynth")
 
@@ -30,8 +31,19 @@ def upsample(train: ImageSet, size: int, seed: int) -> ImageSet:
     return extra
 
 
-def confidence(scores: np.ndarray) -> np.ndarray:
-    """Per image, the least confident AU's max(p, 1 - p): one unsure AU makes the image unsure."""
+def sample(pool: ImageSet, size: int, seed: int) -> ImageSet:
+    """``size`` rows of ``pool`` without replacement (all of them, shuffled, when it is smaller)."""
+    if len(pool) < size:
+        log.warning("only %d images to add where augment.size is %d", len(pool), size)
+    rng = np.random.default_rng(seed)
+    return pool.subset(rng.permutation(len(pool))[:size])
+
+
+def confidence(scores: np.ndarray, label_type: str = "au_presence") -> np.ndarray:
+    """Per image, how sure the classifier is: the top class probability for emotions; for AUs the
+    least confident AU's max(p, 1 - p), since one unsure AU makes the image unsure."""
+    if label_type == "emotion":
+        return scores.max(axis=1)
     return np.maximum(scores, 1.0 - scores).min(axis=1)
 
 
@@ -42,17 +54,20 @@ def pseudo_label(pool: ImageSet, scores: np.ndarray, size: int, cfg: PseudoLabel
     With a confidence filter, only images whose every AU is at least that sure are eligible;
     too few eligible images is an error rather than a silently smaller set.
     """
+    label_type = pool.meta.get("label_type", "au_presence")
     eligible = np.arange(len(pool))
     if cfg.confidence is not None:
-        eligible = np.flatnonzero(confidence(scores) >= cfg.confidence)
+        eligible = np.flatnonzero(confidence(scores, label_type) >= cfg.confidence)
         log.info("pseudo-labels: %d of %d pool images pass confidence %.2f", len(eligible), len(pool), cfg.confidence)
         if len(eligible) < size:
             raise ValueError(
                 f"only {len(eligible)} unlabelled images pass pseudo_label.confidence={cfg.confidence}, "
                 f"but augment.size is {size}: lower the confidence or the augment size"
             )
-    chosen = np.random.default_rng(seed).choice(eligible, size=size, replace=False)
-    labels = scores[chosen] if cfg.mode == "soft" else (scores[chosen] >= threshold).astype(np.float32)
+    if len(eligible) < size:
+        log.warning("the unlabelled pool has %d images where augment.size is %d: adding them all", len(eligible), size)
+    chosen = np.random.default_rng(seed).permutation(eligible)[:size]
+    labels = scores[chosen] if cfg.mode == "soft" else predicted_labels(label_type, scores[chosen], threshold)
     return pool.subset(chosen).with_labels(labels, origin="pseudo")
 
 

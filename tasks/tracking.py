@@ -6,6 +6,7 @@ here relies on it: every call names its run.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -120,8 +121,12 @@ def flatten(mapping: dict, prefix: str = "") -> dict[str, str]:
 
 
 def dataset_tags(cfg: ExperimentConfig) -> dict[str, str]:
-    return {"dataset": cfg.dataset.kind, "difficulty": cfg.dataset.difficulty,
-            "labelled": str(cfg.dataset.labelled), "augment_size": str(cfg.augment.size), "config": cfg.name}
+    """Tags to filter and group runs by in the MLflow UI; toy sets add difficulty and size."""
+    tags = {"dataset": cfg.dataset.kind, "augment_size": str(cfg.augment.size), "config": cfg.name,
+            "generator": cfg.generator.kind}
+    if cfg.dataset.kind == "toy":
+        tags |= {"difficulty": cfg.dataset.difficulty, "labelled": str(cfg.dataset.labelled)}
+    return tags
 
 
 def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -130,10 +135,10 @@ def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], st
         client.log_batch(run_id, metrics=items[start:start + MAX_BATCH])
 
 
-def start_comparison(client: MlflowClient, cfg: ExperimentConfig, output_dir: Path) -> str:
-    """The parent run: config, seeds, versions and git commit, before any work starts."""
+def start_run(client: MlflowClient, cfg: ExperimentConfig, output_dir: Path, kind: str = "comparison") -> str:
+    """A top-level run: config, seeds, versions and git commit, before any work starts."""
     commit = git_commit()
-    tags = {"mlflow.runName": f"{cfg.name}-comparison", "ausynth.kind": "comparison", "git_commit": commit,
+    tags = {"mlflow.runName": f"{cfg.name}-{kind}", "ausynth.kind": kind, "git_commit": commit,
             "mlflow.source.git.commit": commit, "output_dir": str(output_dir), **dataset_tags(cfg)}
     run = client.create_run(experiment_id(client, cfg), tags=tags)
     config = cfg.model_dump(mode="json")
@@ -186,10 +191,10 @@ def register_best(client: MlflowClient, parent_id: str, name: str, candidates: d
 
 
 @contextmanager
-def comparison_run(cfg: ExperimentConfig, output_dir: Path) -> Iterator[tuple[MlflowClient, str]]:
-    """Open the parent run; close it FINISHED, or FAILED if the block raises."""
+def tracked_run(cfg: ExperimentConfig, output_dir: Path, kind: str = "comparison") -> Iterator[tuple[MlflowClient, str]]:
+    """Open a top-level run; close it FINISHED, or FAILED if the block raises."""
     client = client_for(cfg)
-    run_id = start_comparison(client, cfg, output_dir)
+    run_id = start_run(client, cfg, output_dir, kind)
     try:
         yield client, run_id
     except BaseException:
@@ -197,3 +202,22 @@ def comparison_run(cfg: ExperimentConfig, output_dir: Path) -> Iterator[tuple[Ml
         raise
     client.set_terminated(run_id, "FINISHED")
 
+
+
+def generator_logger(client: MlflowClient, run_id: str):
+    """A training callback that puts the generator's losses and sample grids on a run."""
+    def on_log(step: int, metrics: dict[str, float], image: Path | None) -> None:
+        log_metrics(client, run_id, {f"generator.{k}": v for k, v in metrics.items()}, step=step)
+        if image is not None:
+            client.log_artifact(run_id, str(image), "generator/samples")
+    return on_log
+
+
+def log_generated(client: MlflowClient, run_id: str, folder: Path) -> dict:
+    """The AU-isolated images' quality table, example grid and summary figures."""
+    summary = json.loads((folder / "summary.json").read_text())
+    log_metrics(client, run_id, {f"generated.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+    client.set_tag(run_id, "generator_checkpoint", summary["checkpoint"])
+    for name in ("quality.csv", "examples.png", "summary.json"):
+        client.log_artifact(run_id, str(folder / name), "generated")
+    return summary

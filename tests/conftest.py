@@ -28,6 +28,8 @@ TINY = [
     "dataset.labelled=200", "dataset.unlabelled=200", "dataset.test_per_au=10",
     "classifier.max_epochs=2", "classifier.patience=2", "classifier.width=4", "classifier.batch_size=50",
     "augment.size=100", "seeds=[0]",
+    "generator.steps=4", "generator.base_channels=4", "generator.batch_size=4", "generator.log_every=2",
+    "generator.sample_every=2", "generator.checkpoint_every=2",
 ]
 
 
