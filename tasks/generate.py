@@ -52,6 +52,25 @@ def neutral_sources(pool: ImageSet, threshold: float, scores: np.ndarray | None)
     return index, source_labels[index].astype(np.float32)
 
 
+def neutral_emotion_sources(pool: ImageSet, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows labelled neutral, or (unlabelled) whose most likely class is neutral: StarGAN's emotion
+    analogue of 'no AU active'; each then becomes one image per emotion domain."""
+    neutral = [i for i, name in enumerate(pool.label_columns) if name.lower().endswith("neutral")]
+    if not neutral:
+        raise ValueError(f"no neutral emotion column among {pool.label_columns}: emotion generation starts from "
+                         "neutral faces, so the labels need a 'neutral' class")
+    labels = pool.labels
+    unlabelled = np.isnan(labels).any(axis=1)
+    source_labels = np.where(unlabelled[:, None], scores if scores is not None else np.nan, labels)
+    known = ~np.isnan(source_labels).any(axis=1)
+    is_neutral = known & (np.nan_to_num(source_labels).argmax(axis=1) == neutral[0])
+    if not is_neutral.any():
+        raise ValueError("no neutral face: no labelled image is 'neutral' and no unlabelled one is predicted neutral")
+    index = np.flatnonzero(is_neutral)
+    one_hot = np.eye(len(pool.label_columns), dtype=np.float32)[neutral[0]]
+    return index, np.repeat(one_hot[None], len(index), axis=0)
+
+
 def _no_neutral_message(peak: np.ndarray, unlabelled: np.ndarray, threshold: float) -> str:
     """Tell the user what threshold would have found sources, from the scores actually seen."""
     message = (f"no neutral source image: none of the {int((~unlabelled).sum())} labelled images has all AUs at "
@@ -95,10 +114,14 @@ def generate_isolated(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     if list(arch.label_columns) != pool.label_columns or arch.kind != cfg.kind:
         raise ValueError(f"the generator is a {arch.kind} for labels {list(arch.label_columns)}; asked for a "
                          f"{cfg.kind} for the pool's labels {pool.label_columns}")
-    if arch.label_type not in AU_LABEL_TYPES:
-        raise ValueError(f"AU-isolated generation needs AU labels, the generator was trained on {arch.label_type!r}")
     scores = _scores_where_unlabelled(pool, classifier, device)
-    candidates, candidate_labels = neutral_sources(pool, cfg.neutral_threshold, scores)
+    if arch.label_type == "emotion":
+        candidates, candidate_labels = neutral_emotion_sources(pool, scores)
+    elif arch.label_type in AU_LABEL_TYPES:
+        candidates, candidate_labels = neutral_sources(pool, cfg.neutral_threshold, scores)
+    else:
+        raise ValueError(f"isolated generation needs AU or emotion labels, the generator was trained on "
+                         f"{arch.label_type!r}")
     k = len(pool.label_columns)
     n_sources = math.ceil(count / k)
     if n_sources > len(candidates):
