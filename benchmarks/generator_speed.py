@@ -11,25 +11,22 @@ dense float32 matmul rate (torch.mm of 2048x2048, measured in the same run) that
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ausynth.configs.generator import GeneratorConfig
-from ausynth.tasks.checkpoint import Architecture
-from ausynth.tasks.train_generator import Networks
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compute import matmul_gflops  # noqa: E402
+
+from ausynth.configs.generator import GeneratorConfig  # noqa: E402
+from ausynth.tasks.checkpoint import Architecture  # noqa: E402
+from ausynth.tasks.train_generator import Networks  # noqa: E402
 
 N_LABELS = 9
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def train_step(nets: Networks, x: torch.Tensor, labels: torch.Tensor) -> None:
