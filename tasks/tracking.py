@@ -174,7 +174,7 @@ def log_classifier(run_id: str, model: torch.nn.Module, example: np.ndarray) -> 
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, output),
                                         input_example=example,
-                                        pip_requirements=[f"torch=={torch.__version__}"])
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
     return info.model_uri
 
 
