@@ -90,18 +90,11 @@ class ExperimentConfig(Section):
             return {"kind": "toy", **value}
         return value
 
-    @field_validator("strategies")
+    @field_validator("strategies", "seeds")
     @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
+    def _unique(cls, value: list, info) -> list:
         if len(set(value)) != len(value):
-            raise ValueError(f"strategies has duplicates: {value}")
-        return value
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, value: list[int]) -> list[int]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"seeds has duplicates: {value}")
+            raise ValueError(f"{info.field_name} has duplicates: {value}")
         return value
 
     @model_validator(mode="after")
