@@ -11,8 +11,13 @@ the same run, the machine's dense matmul rate, with the ratio of achieved to ava
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
+
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")  # per-epoch and per-stage lines
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
 
 import pandas as pd
 
@@ -54,6 +59,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=["3k-medium", "3k-hard"], choices=sorted(THESIS))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
+    logging.getLogger("ausynth").setLevel(logging.INFO)
 
     reports, throughput = [], []
     for setting in args.settings:
