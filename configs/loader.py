@@ -15,10 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from ausynth.configs.schema import ExperimentConfig
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the file and key."""
+from ausynth.tasks.errors import ConfigError
 
 
 def builtin_config_dir() -> Path:
