@@ -5,7 +5,8 @@ train the EM in about three minutes, after which 99% of its AU-isolated toy imag
 oracle check. The papers' lr of 1e-4 is meant for tens of thousands of steps on a GPU (at 300
 steps it yields 0% passing images), hence the default of 5e-4; a GPU run raises
 ``base_channels`` and ``steps`` and may return to 1e-4. Loss weights default to the papers'
-values (StarGAN: lambda_cls 1, lambda_rec 10, lambda_gp 10).
+values (StarGAN: lambda_cls 1, lambda_rec 10 (here ``lambda_cycle``), lambda_gp 10). Each weight is
+named for the loss it weighs, the same for every kind that has that loss.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from ausynth.configs.section import Section
 
@@ -26,7 +27,7 @@ class GeneratorConfig(Section):
     # What the labels are comes from the data (its meta["label_type"]): AU presence or intensity
     # suit both generators; emotion categories only StarGAN (a relative change between categories
     # means nothing to the EM).
-    kind: Literal["em", "stargan"] = "em"
+    kind: str = "em"  # a name in tasks/generator_kinds.GENERATOR_KINDS
     # How training draws target labels: 'shuffle' takes another image's label vector (the papers);
     # 'per_au' permutes each label column on its own, which keeps every AU's frequency but breaks
     # the AU correlations of the data, so single-AU targets are not rare during training.
@@ -42,10 +43,10 @@ class GeneratorConfig(Section):
     decay_from: Annotated[float, Field(ge=0, le=1)] = 0.5  # fraction of steps after which lr falls linearly to 0
     n_critic: PositiveInt = 1  # discriminator updates per generator update
 
-    lambda_gp: Weight = 10.0
+    lambda_gp: Weight = 10.0  # the critic's gradient penalty
     lambda_cls: Weight = 1.0  # conditional fulfilment: StarGAN classification, EM AU regression
-    lambda_rec: Weight = 10.0  # StarGAN: cycle reconstruction; EM: G(x, 0) = x
-    lambda_cycle: Weight = 10.0  # EM only: G(G(x, d), -d) = x
+    lambda_cycle: Weight = 10.0  # cycle reconstruction G(G(x, c'), c) = x (StarGAN's lambda_rec)
+    lambda_identity: Weight = 10.0  # EM only: G(x, no change) = x
 
     log_every: PositiveInt = 25
     sample_every: PositiveInt = 100
@@ -57,6 +58,15 @@ class GeneratorConfig(Section):
     images_per_au: PositiveInt | None = None  # None: the comparison's augment.size split over the AUs
     drop_failed: bool = False
     checkpoint: Path | None = None  # a trained generator to use instead of training one
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from ausynth.tasks.generator_kinds import GENERATOR_KINDS  # the registry imports this module
+
+        if value not in GENERATOR_KINDS:
+            raise ValueError(f"unknown generator kind {value!r}: use one of {list(GENERATOR_KINDS)}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "GeneratorConfig":

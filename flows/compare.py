@@ -1,18 +1,21 @@
-"""The comparison DAG: dataset -> baseline (teacher) -> each strategy x seed -> comparison."""
+"""The comparison DAG: dataset -> baseline (teacher) -> pool scores -> generator -> each strategy x seed -> comparison."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import pandas as pd
 from prefect import flow
 
 from ausynth.configs.loader import load_config, parameter_overrides
-from ausynth.configs.schema import Strategy
 from ausynth.tasks import prefect_tasks as t
 from ausynth.tasks.outputs import new_output_dir
-from ausynth.tasks.tracking import check_tracking, tracked_run, tracking_uri
+from ausynth.tasks.preflight import check_inputs
+from ausynth.tasks.strategies import BASELINE, STRATEGIES, Inputs
+from ausynth.tasks.tracking import Tracker, check_tracking, tracked_run
+
+StrategyName = Literal[tuple(STRATEGIES)]  # the form's choice list follows the registry
 
 
 @dataclass
@@ -26,7 +29,7 @@ class ComparisonResult:
 @flow(name="ausynth-compare", log_prints=True)
 def compare_strategies(
     config: str = "toy-quick",
-    strategies: list[Strategy] | None = None,
+    strategies: list[StrategyName] | None = None,
     seeds: list[int] | None = None,
     difficulty: Literal["clean", "medium", "hard"] | None = None,
     labelled: int | None = None,
@@ -44,22 +47,26 @@ def compare_strategies(
                                dataset__labelled=labelled, augment__size=augment_size,
                                classifier__max_epochs=max_epochs, device=device)
     cfg = load_config(config, [*form, *(overrides or [])])
-    check_tracking(tracking_uri(cfg))  # a down MLflow server fails here, not after the training
+    tracker = Tracker(cfg)
+    check_tracking(tracker.uri)  # a down MLflow server fails here, not after the training
     output_dir = new_output_dir(cfg)
-    with tracked_run(cfg, output_dir) as (_, parent_id):
-        dataset = t.build_dataset(cfg)
-        t.dataset_report(cfg, dataset, parent_id, output_dir)
-        needs_teacher = {"pseudo_label", "generator"} & set(cfg.strategies)
-        teacher = t.train_classifier(cfg, dataset, "supervised", cfg.seeds[0]) if needs_teacher else None
-        generated = None
-        if "generator" in cfg.strategies:
-            generator = t.train_generator(cfg, dataset, teacher, parent_id)
-            oracle = t.train_oracle(cfg, dataset)
-            generated = t.generate_isolated(cfg, dataset, generator, teacher, oracle, parent_id)
+    with tracked_run(tracker, output_dir) as parent_id:
+        dataset = t.dataset_task(cfg)
+        check_inputs(cfg, dataset)
+        t.dataset_report_task(cfg, dataset, parent_id, output_dir)
+        chosen = [STRATEGIES[name] for name in cfg.strategies]
+        inputs = Inputs(dataset)
+        if any(s.needs_pool_scores for s in chosen):
+            teacher = t.classifier_task(cfg, BASELINE.name, cfg.seeds[0], inputs)
+            inputs = replace(inputs, pool_scores=t.pool_scores_task(cfg, dataset, teacher))
+        if any(s.needs_generated for s in chosen):
+            generator = t.generator_task(cfg, dataset, inputs.pool_scores, parent_id)
+            oracle = t.oracle_task(cfg, dataset)
+            inputs = replace(inputs, generated=t.generated_task(cfg, dataset, generator, inputs.pool_scores, oracle,
+                                                                parent_id))
         evaluations = [
-            t.evaluate(cfg, dataset, t.train_classifier(cfg, dataset, strategy, seed, teacher, generated), parent_id,
-                       strategy, seed)
-            for strategy in cfg.strategies for seed in cfg.seeds
+            t.evaluation_task(cfg, dataset, t.classifier_task(cfg, name, seed, inputs), parent_id, name, seed)
+            for name in cfg.strategies for seed in cfg.seeds
         ]
-        table = t.publish_comparison(cfg, dataset, evaluations, parent_id, output_dir)
-    return ComparisonResult(table, str(output_dir), tracking_uri(cfg), parent_id)
+        table = t.publish_task(cfg, dataset, evaluations, parent_id, output_dir)
+    return ComparisonResult(table, str(output_dir), tracker.uri, parent_id)

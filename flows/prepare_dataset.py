@@ -9,8 +9,8 @@ from ausynth.tasks import prefect_tasks as t
 
 
 @flow(name="ausynth-prepare-dataset", log_prints=True)
-def prepare_dataset(config: str = "toy-quick", overrides: list[str] | None = None) -> str:
+def prepare_dataset_flow(config: str = "toy-quick", overrides: list[str] | None = None) -> str:
     """Returns the folder holding the labelled, unlabelled and test image sets."""
-    dataset = t.build_dataset(load_config(config, overrides or []))
+    dataset = t.dataset_task(load_config(config, overrides or []))
     print(f"dataset ready in {dataset.path}")
     return str(dataset.path)

@@ -26,7 +26,6 @@ default ``./workspace``) resolve against this process' working directory.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -46,21 +45,11 @@ def schedule_enabled() -> bool:
     return os.environ.get("AUSYNTH_SCHEDULE", "on").strip().lower() not in OFF
 
 
-def _optional_flow(module: str, name: str):
-    """A flow from a module that may not exist in this checkout yet (then: no deployment)."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as err:
-        if err.name != module:
-            raise
-        print(f"no {module} in this installation: its deployment is skipped", file=sys.stderr)
-        return None
-
-
 def build_deployments(schedule: bool | None = None, cron: str | None = None) -> list[RunnerDeployment]:
     """The deployments ``serve`` registers. Parameters not given stay the flows' defaults."""
     from ausynth.flows.compare import compare_strategies
-    from ausynth.flows.prepare_dataset import prepare_dataset
+    from ausynth.flows.prepare_dataset import prepare_dataset_flow
+    from ausynth.flows.train_generator import train_generator_flow
 
     schedule = schedule_enabled() if schedule is None else schedule
     cron = cron or os.environ.get("AUSYNTH_NIGHTLY_CRON") or NIGHTLY_CRON
@@ -81,17 +70,15 @@ def build_deployments(schedule: bool | None = None, cron: str | None = None) -> 
             description=f"Example schedule: the toy-quick comparison every night ({cron}, {timezone}). "
                         "Switch it off here, or start the server with --no-schedule / AUSYNTH_SCHEDULE=off.",
         ),
-        prepare_dataset.to_deployment(
+        prepare_dataset_flow.to_deployment(
             name="prepare-dataset", **common,
             description="Build (or reuse) a config's labelled, unlabelled and test image sets in the store.",
         ),
-    ]
-    train_generator = _optional_flow("ausynth.flows.train_generator", "train_generator")
-    if train_generator is not None:
-        deployments.append(train_generator.to_deployment(
+        train_generator_flow.to_deployment(
             name="train-generator", **common,
             description="Train a generator alone (on a GPU where there is one) and store its checkpoint.",
-        ))
+        ),
+    ]
     return deployments
 
 

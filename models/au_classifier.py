@@ -1,12 +1,8 @@
 """The classifier: a CNN backbone and a linear head with one output per label column.
 
-The head's outputs are raw scores ("logits"); what turns them into predictions depends on the
-label type (``imageset.meta["label_type"]``):
-
-- ``au_presence``, ``au_intensity``: a sigmoid per output (multi-label presence, or intensity
-  scaled to 0..1);
-- ``emotion``: a softmax over the outputs (one per ``emotion_<class>`` column);
-- ``valence_arousal``: a tanh per output, bounding the regression to [-1, 1].
+The head's outputs are raw scores ("logits"); the label type the model carries
+(``label_type``: see ``tasks/label_types.py``) says what turns them into predictions: a sigmoid
+per AU, a softmax over emotion classes, a tanh for valence/arousal.
 """
 
 from __future__ import annotations
@@ -16,24 +12,6 @@ from torch import nn
 from torchvision.models import resnet18
 
 POOL = 3
-LABEL_TYPES = ("au_presence", "au_intensity", "emotion", "valence_arousal")
-
-
-def check_label_type(label_type: str) -> str:
-    if label_type not in LABEL_TYPES:
-        raise ValueError(f"unknown label type {label_type!r}: use one of {list(LABEL_TYPES)}")
-    return label_type
-
-
-def activate(logits: torch.Tensor, label_type: str = "au_presence") -> torch.Tensor:
-    """Raw head outputs (N, K) -> predictions: sigmoid scores, softmax probabilities or tanh values."""
-    if label_type in ("au_presence", "au_intensity"):
-        return torch.sigmoid(logits)
-    if label_type == "emotion":
-        return torch.softmax(logits, dim=1)
-    if label_type == "valence_arousal":
-        return torch.tanh(logits)
-    raise ValueError(f"unknown label type {label_type!r}: use one of {list(LABEL_TYPES)}")
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -78,13 +56,12 @@ class ResNet18(nn.Module):
 
 
 class AUClassifier(nn.Module):
-    """Outputs one raw score per label column; ``predict_proba`` applies the label type's activation
-    (sigmoid for AUs, softmax for emotions, tanh for valence/arousal)."""
+    """Outputs one raw score per label column; ``label_type`` travels with the weights."""
 
     def __init__(self, n_outputs: int, in_channels: int = 1, backbone: str = "small_cnn", width: int = 32,
                  label_type: str = "au_presence") -> None:
         super().__init__()
-        self.label_type = check_label_type(label_type)
+        self.label_type = label_type
         if label_type == "emotion" and n_outputs < 2:
             raise ValueError(f"an emotion classifier needs at least two classes, got {n_outputs} output(s)")
         if backbone == "small_cnn":
@@ -97,10 +74,3 @@ class AUClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
-
-    def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return activate(logits, self.label_type)
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self(x))

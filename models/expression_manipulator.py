@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ausynth.models.patch_discriminator import DOWNSAMPLINGS, check_image_size
-from ausynth.models.stargan import ResidualBlock, norm, tile
+from ausynth.models.blocks import DOWNSAMPLINGS, ResidualBlock, check_image_size, norm, tile
 
 
 def _down(c_in: int, c_out: int) -> nn.Sequential:

@@ -11,14 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DOWNSAMPLINGS = 4
-FACTOR = 2**DOWNSAMPLINGS
-
-
-def check_image_size(height: int, width: int) -> None:
-    """Both generators and the critic halve the image four times."""
-    if height % FACTOR or width % FACTOR or height < FACTOR or width < FACTOR:
-        raise ValueError(f"image size {height}x{width} is not a positive multiple of {FACTOR}: resize or crop it")
+from ausynth.models.blocks import DOWNSAMPLINGS, FACTOR, check_image_size
 
 
 class PatchDiscriminator(nn.Module):

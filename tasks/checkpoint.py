@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,74 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ausynth.configs.generator import GeneratorConfig
-from ausynth.models.expression_manipulator import ExpressionManipulator
-from ausynth.models.patch_discriminator import PatchDiscriminator
-from ausynth.models.stargan import StarGANGenerator
-from ausynth.tasks.imageset import ImageSet
-from ausynth.tasks.train_classifier import label_type_of
+from ausynth.tasks.errors import CheckpointError
+from ausynth.tasks.generator_kinds import Architecture, generator_kind
 
 FORMAT = 1
-AU_LABEL_TYPES = ("au_presence", "au_intensity")
-GENERATOR_LABEL_TYPES = {"em": AU_LABEL_TYPES, "stargan": (*AU_LABEL_TYPES, "emotion")}
-
-
-class CheckpointMismatch(ValueError):
-    """A checkpoint was made for another network or data shape than the one asked for."""
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Everything that fixes the networks' shapes; a checkpoint loads only into the same one."""
-
-    kind: str
-    label_type: str
-    base_channels: int
-    n_res_blocks: int
-    image_shape: tuple[int, int, int]  # (H, W, C), as ImageSet.image_shape
-    label_columns: tuple[str, ...]
-
-    @classmethod
-    def of(cls, cfg: GeneratorConfig, data: ImageSet) -> "Architecture":
-        """The networks ``cfg`` asks for, sized for ``data``'s images and labels."""
-        label_type = label_type_of(data)
-        if label_type not in GENERATOR_LABEL_TYPES[cfg.kind]:
-            raise ValueError(f"generator.kind {cfg.kind!r} cannot condition on {label_type!r} labels: it takes "
-                             f"{' or '.join(GENERATOR_LABEL_TYPES[cfg.kind])}"
-                             + (" (use kind 'stargan' for emotion categories)" if label_type == "emotion" else ""))
-        return cls(cfg.kind, label_type, cfg.base_channels, cfg.n_res_blocks, data.image_shape,
-                   tuple(data.label_columns))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Architecture":
-        return cls(**{**data, "image_shape": tuple(data["image_shape"]), "label_columns": tuple(data["label_columns"])})
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {**data, "image_shape": list(self.image_shape), "label_columns": list(self.label_columns)}
-
-    def describe(self) -> str:
-        h, w, c = self.image_shape
-        return (f"{self.kind} (base_channels {self.base_channels}, n_res_blocks {self.n_res_blocks}, "
-                f"{self.label_type} labels {list(self.label_columns)}) for {h}x{w}x{c} images")
-
-    def generator(self) -> nn.Module:
-        cls = ExpressionManipulator if self.kind == "em" else StarGANGenerator
-        return cls(self.image_shape[2], len(self.label_columns), self.base_channels, self.n_res_blocks)
-
-    def discriminator(self) -> PatchDiscriminator:
-        h, w, c = self.image_shape
-        return PatchDiscriminator(c, (h, w), len(self.label_columns), self.base_channels)
-
-    def require(self, found: "Architecture", path: Path) -> None:
-        """Raise, naming both, unless ``found`` (from ``path``) is this architecture."""
-        if found != self:
-            fields = [name for name in asdict(self) if getattr(self, name) != getattr(found, name)]
-            raise CheckpointMismatch(
-                f"generator checkpoint {path} does not fit (differs in {', '.join(fields)}):\n"
-                f"  expected: {self.describe()}\n  found:    {found.describe()}\n"
-                "train a new generator for this data, or point generator.checkpoint at a matching one"
-            )
 
 
 @dataclass
@@ -143,10 +79,14 @@ def read_checkpoint(path: Path, expected: Architecture | None = None) -> dict[st
     """Load on the CPU with ``weights_only=True``; check the architecture when one is expected."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"generator checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"generator checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        raise CheckpointError(f"generator checkpoint {path} cannot be read ({type(err).__name__}: it is truncated "
+                              "or not a torch file): point generator.checkpoint at a whole one") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "architecture" not in state:
-        raise CheckpointMismatch(f"{path} is not an ausynth generator checkpoint (format {FORMAT})")
+        raise CheckpointError(f"{path} is not an ausynth generator checkpoint (format {FORMAT})")
     if expected is not None:
         expected.require(Architecture.from_dict(state["architecture"]), path)
     return state
@@ -156,6 +96,6 @@ def load_generator(path: Path, device: torch.device, expected: Architecture | No
     """The generator of a checkpoint, built from the architecture stored in it."""
     state = read_checkpoint(path, expected)
     architecture = Architecture.from_dict(state["architecture"])
-    model = architecture.generator()
+    model = generator_kind(architecture.kind).generator(architecture)
     model.load_state_dict(state["generator"])
     return TrainedGenerator(model.to(device).eval(), architecture, Path(path), state["step"], state["history"])

@@ -1,134 +1,122 @@
-"""Aggregate (strategy, seed) evaluations into the comparison table and its pictures."""
+"""Aggregate (strategy, seed) evaluations into the comparison's tables and pictures.
+
+Pure functions of the evaluations: they return tables and ``matplotlib`` figures (drawn on
+``Figure`` objects, never through pyplot's global state, so any thread may call them); the
+tracker writes them to the run folder and MLflow.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: figures go to files and MLflow, never to a screen
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ausynth.tasks.metrics import PER_OUTPUT_METRIC, PRIMARY_METRIC, SUMMARY_METRICS, cooccurrence  # noqa: E402
-from ausynth.tasks.pipeline import Evaluation  # noqa: E402
-from ausynth.tasks.tracking import log_metrics  # noqa: E402
+from ausynth.tasks import label_types
+from ausynth.tasks.classifiers import Evaluation
+from ausynth.tasks.metrics import cooccurrence
 
 PERCENT = ("f1", "fdr", "precision", "recall", "accuracy")  # metric prefixes shown in %, as the thesis does
+TRAINING = ("best_epoch", "epochs", "n_train", "images_per_second", "never_learnt")
 
 
-def label_type(evaluations: list[Evaluation]) -> str:
-    return evaluations[0].label_type
+def kind_of(evaluations: list[Evaluation]) -> label_types.LabelType:
+    return label_types.label_type(evaluations[0].label_type)
 
 
-def primary_column(evaluations: list[Evaluation]) -> str:
-    """The comparison table's column that ranks strategies (higher is better)."""
-    return f"{PRIMARY_METRIC[label_type(evaluations)]}_mean"
+def per_seed_table(evaluations: list[Evaluation]) -> pd.DataFrame:
+    """A row per (strategy, seed): how training went and every flat test metric."""
+    return pd.DataFrame([{"strategy": e.strategy, "seed": e.seed, **{k: e.info.get(k) for k in TRAINING},
+                          **e.metrics} for e in evaluations])
 
 
 def comparison_table(evaluations: list[Evaluation]) -> pd.DataFrame:
-    """Strategy rows; mean and std over seeds of each summary metric, plus the seed count."""
-    metrics = SUMMARY_METRICS[label_type(evaluations)]
-    rows = pd.DataFrame([{"strategy": e.strategy, "seed": e.seed, **{m: e.metrics.get(m, np.nan) for m in metrics}}
-                         for e in evaluations])
-    order = list(dict.fromkeys(rows["strategy"]))
-    grouped = rows.groupby("strategy", sort=False)[list(metrics)]
-    table = grouped.agg(["mean", "std"]).reindex(order)
-    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-    table["seeds"] = rows.groupby("strategy", sort=False).size().reindex(order)
-    return table.fillna(0.0)  # one seed has no spread: 0, not NaN
+    """Strategy rows: each summary metric's mean over seeds (``f1_mean``) and standard deviation
+    (``f1_mean_sd``), the seed count and how many seeds' classifiers never learnt."""
+    metrics = list(kind_of(evaluations).summary_metrics)
+    rows = per_seed_table(evaluations)
+    grouped = rows.groupby("strategy", sort=False)
+    spread = grouped[metrics].std().fillna(0.0).add_suffix("_sd")  # one seed has no spread: 0
+    table = pd.concat([grouped[metrics].mean(), spread], axis=1)
+    table["seeds"] = grouped.size()
+    table["never_learnt"] = grouped["never_learnt"].sum().astype(int)
+    return table
+
+
+def best_strategy(table: pd.DataFrame, kind: label_types.LabelType) -> str:
+    return str(table[kind.primary_metric].idxmax())
 
 
 def table_metrics(table: pd.DataFrame) -> dict[str, float]:
-    """The table as flat MLflow metrics, e.g. ``pseudo_label.f1_mean_mean``."""
-    return {f"{strategy}.{column}": float(value) for strategy, row in table.iterrows()
-            for column, value in row.items()}
+    """The table as parent-run metrics, e.g. ``pseudo_label/f1_mean`` and ``pseudo_label/f1_mean_sd``."""
+    return {f"{strategy}/{column}": float(value) for strategy, row in table.iterrows()
+            for column, value in row.items() if column != "seeds"}
 
 
 def per_output(evaluations: list[Evaluation]) -> pd.DataFrame:
-    """Output rows (AUs, emotions, ...) x strategy columns: the type's per-output metric, mean over seeds."""
-    metric = PER_OUTPUT_METRIC[label_type(evaluations)]
-    frames = [e.per_au[metric].rename(e.strategy) for e in evaluations]
+    """Output rows (AUs, emotions, ...) x strategy columns: the per-output metric, mean over seeds."""
+    metric = kind_of(evaluations).per_output_metric
+    frames = [e.per_output[metric].rename(e.strategy) for e in evaluations]
     return pd.concat(frames, axis=1).T.groupby(level=0, sort=False).mean().T
 
 
 def plot_per_output(values: pd.DataFrame, metric: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(max(6, len(values) * 0.9), 4))
+    fig = Figure(figsize=(max(6, len(values) * 0.9), 4))
+    ax = fig.subplots()
     values.plot.bar(ax=ax, width=0.8)
     ax.set_ylim(min(0, float(values.min().min())), 1)
     ax.set_ylabel(f"{metric} (mean over seeds)")
     ax.set_title(f"Per-output {metric} by strategy")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     fig.tight_layout()
     return fig
 
 
-def _heatmap(ax, matrix: np.ndarray, names: list[str], title: str) -> None:
-    image = ax.imshow(matrix, vmin=0, vmax=max(float(matrix.max()), 1e-6), cmap="viridis")
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize="small")
-    ax.set_yticks(range(len(names)), names, fontsize="small")
-    ax.set_title(title, fontsize="medium")
-    ax.figure.colorbar(image, ax=ax, fraction=0.046)
-
-
-def plot_confusion(cooccurrence: np.ndarray | None, errors_by_strategy: dict[str, np.ndarray], names: list[str],
+def plot_confusion(cooccur: np.ndarray | None, errors: dict[str, np.ndarray], names: list[str],
                    title: str) -> Figure:
-    """Training-set co-occurrence (AUs) beside each strategy's error matrix at test."""
-    panels = [("train: P(col | row)", cooccurrence)] if cooccurrence is not None else []
-    panels += [(f"{strategy}: {title}", matrix) for strategy, matrix in errors_by_strategy.items()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
-    for ax, (name, matrix) in zip(axes[0], panels):
-        _heatmap(ax, matrix, names, name)
-    fig.tight_layout()
+    """Training-set co-occurrence (AUs) beside each strategy's error matrix at test, on one colour scale."""
+    panels = [("train: P(column AU | row AU)", cooccur)] if cooccur is not None else []
+    panels += [(f"{strategy}: {title}", matrix) for strategy, matrix in errors.items()]
+    top = max(max(float(m.max()) for _, m in panels), 1e-6)
+    fig = Figure(figsize=(4.6 * len(panels) + 1, 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, matrix) in zip(axes, panels):
+        image = ax.imshow(matrix, vmin=0, vmax=top, cmap="viridis")
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize="small")
+        ax.set_yticks(range(len(names)), names, fontsize="small")
+        ax.set_title(name, fontsize="medium")
+    fig.colorbar(image, ax=list(axes), fraction=0.02)
     return fig
 
 
 def mean_error_matrices(evaluations: list[Evaluation]) -> dict[str, np.ndarray]:
     by_strategy: dict[str, list[np.ndarray]] = {}
     for e in evaluations:
-        if e.fp_matrix is not None:
-            by_strategy.setdefault(e.strategy, []).append(e.fp_matrix)
+        if e.error_matrix is not None:
+            by_strategy.setdefault(e.strategy, []).append(e.error_matrix)
     return {s: np.mean(ms, axis=0) for s, ms in by_strategy.items()}
 
 
-def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Each metric as 'mean ± std'; F1, FDR and the like in percent, the way the thesis reports them."""
-    shown = pd.DataFrame(index=table.index)
-    for metric in [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean") and c != "seeds"]:
-        factor, unit = (100, " %") if metric.startswith(PERCENT) else (1, "")
-        shown[f"{metric.removesuffix('_mean')}{unit}"] = [f"{factor * m:.2f} ± {factor * s:.2f}" for m, s in
-                                                          zip(table[f"{metric}_mean"], table[f"{metric}_std"])]
-    shown["seeds"] = table["seeds"].astype(int)
+def figures(evaluations: list[Evaluation], train_labels: np.ndarray, names: list[str]) -> dict[str, Figure]:
+    """The per-output bars and, where the label type has one, the error-matrix view."""
+    kind = kind_of(evaluations)
+    shown = {f"per_output_{kind.per_output_metric}": plot_per_output(per_output(evaluations), kind.per_output_metric)}
+    errors = mean_error_matrices(evaluations)
+    if errors:
+        per_au = kind.per_au
+        shown["confusion"] = plot_confusion(
+            cooccurrence(kind.present(train_labels).astype(float)) if per_au else None, errors, names,
+            "P(predict column | only row AU present)" if per_au else "P(predict column | true row)")
     return shown
 
 
-def publish(client, run_id: str, evaluations: list[Evaluation], train_labels: np.ndarray, names: list[str],
-            output_dir: Path) -> pd.DataFrame:
-    """Write the table, per-seed rows and plots to ``output_dir`` and log them on the parent run."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    table = comparison_table(evaluations)
-    table.to_csv(output_dir / "comparison.csv")
-    training = ("best_epoch", "n_train", "images_per_second")
-    per_seed = pd.DataFrame([{"strategy": e.strategy, "seed": e.seed, **{k: e.info[k] for k in training}, **e.metrics}
-                             for e in evaluations])
-    per_seed.to_csv(output_dir / "per_seed.csv", index=False)
-    kind = label_type(evaluations)
-    figures = {"per_au_f1.png" if kind == "au_presence" else "per_output.png":
-               plot_per_output(per_output(evaluations), PER_OUTPUT_METRIC[kind])}
-    errors = mean_error_matrices(evaluations)
-    if errors:
-        is_au = kind == "au_presence"
-        figures["au_confusion.png" if is_au else "confusion.png"] = plot_confusion(
-            cooccurrence(train_labels) if is_au else None, errors, names,
-            "FP rate, only row true" if is_au else "P(predicted col | true row)")
-    for name, fig in figures.items():
-        fig.savefig(output_dir / name, dpi=110)
-        plt.close(fig)
-    log_metrics(client, run_id, table_metrics(table))
-    for path in sorted(output_dir.iterdir()):
-        if path.is_file():
-            client.log_artifact(run_id, str(path))
-    return table
+def format_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Each metric as 'mean ± sd'; F1, FDR and the like in percent, the way the thesis reports them."""
+    shown = pd.DataFrame(index=table.index)
+    for metric in [c for c in table.columns if f"{c}_sd" in table.columns]:
+        factor, unit = (100, " %") if metric.startswith(PERCENT) else (1, "")
+        shown[f"{metric}{unit}"] = [f"{factor * m:.2f} ± {factor * s:.2f}"
+                                    for m, s in zip(table[metric], table[f"{metric}_sd"])]
+    shown["seeds"] = table["seeds"].astype(int)
+    if table["never_learnt"].any():
+        shown["never learnt"] = table["never_learnt"].astype(int)
+    return shown

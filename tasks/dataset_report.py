@@ -17,34 +17,30 @@ writes into a folder:
 - ``examples.png``: a row of example crops per label (for AUs also a row of faces with no AU);
 - ``detection_summary.csv``: images per detection status, with the share; and the given reports
   themselves (``ingest_problems.csv``, ``detection.csv``, ``split_statistics.csv``);
-- ``summary.json``: the numbers ``log_dataset_report`` logs as MLflow metrics.
+- ``summary.json``: the numbers the tracker logs as the run's ``dataset.*`` params.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through
 pyplot's global state, so the report can be written from any thread (Prefect runs tasks on
-worker threads). MLflow logging goes through ``MlflowClient`` with an explicit run id.
+worker threads). The tracker (``tracking.Tracker``) logs the folder.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
 
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.metrics import cooccurrence
-from ausynth.tasks.train_classifier import label_type_of
+from ausynth.tasks.label_types import AUIntensity, of
 
 SPLIT_ORDER = ("train", "val", "labelled", "unlabelled", "test")
-INTENSITY_PRESENT = 0.4  # intensity scaled 0..1 at or above which an AU counts as present (2 of 5)
+INTENSITY_PRESENT = AUIntensity.present_from
 SUMMARY = "summary.json"
 ARTIFACT_PATH = "dataset"
-MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 # face_dataset's report names -> the file names in the report folder
 REPORT_FILES = {"ingest": "ingest_problems.csv", "detection": "detection.csv", "split": "split_statistics.csv"}
 
@@ -292,7 +288,7 @@ def write_dataset_report(sets: dict[str, ImageSet], folder: Path, reports: dict[
         raise ValueError("no image sets to report on")
     frame, label_columns = combined_frame(sets)
     reference = sets["labelled"] if "labelled" in sets else next(iter(sets.values()))
-    label_type = label_type_of(reference)
+    label_type = of(reference).name
     reports = _reports_from_meta(sets) if reports is None else reports
 
     per_split = counts_per_split(frame)
@@ -354,27 +350,3 @@ def write_dataset_report(sets: dict[str, ImageSet], folder: Path, reports: dict[
     summary = {key: value for key, value in summary.items() if np.isfinite(value)}
     (folder / SUMMARY).write_text(json.dumps({"label_type": label_type, "metrics": summary}, indent=2))
     return summary
-
-
-def _metric_name(key: str) -> str:
-    """MLflow allows letters, digits, '_', '-', '.', ' ', '/' in names; anything else becomes '_'."""
-    return "".join(ch if ch.isalnum() or ch in "_-. /" else "_" for ch in key)
-
-
-def log_dataset_report(client: MlflowClient, run_id: str, folder: Path) -> dict[str, float]:
-    """Log the folder's files as artifacts under ``dataset/`` of the run and the numbers in its
-    ``summary.json`` as metrics ``dataset.<name>``; returns the metrics logged."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"dataset report folder {folder} does not exist")
-    client.log_artifacts(run_id, str(folder), artifact_path=ARTIFACT_PATH)
-    summary_file = folder / SUMMARY
-    numbers = json.loads(summary_file.read_text()).get("metrics", {}) if summary_file.is_file() else {}
-    metrics = {f"dataset.{_metric_name(k)}": float(v) for k, v in numbers.items()}
-    now = int(time.time() * 1000)
-    items = [Metric(k, v, now, 0) for k, v in metrics.items()]
-    for start in range(0, len(items), MAX_BATCH):
-        client.log_batch(run_id, metrics=items[start:start + MAX_BATCH])
-    if summary_file.is_file():
-        client.set_tag(run_id, "dataset.label_type", json.loads(summary_file.read_text()).get("label_type", ""))
-    return metrics

@@ -18,10 +18,12 @@ from torch import nn
 from torchvision.utils import save_image
 
 from ausynth.configs.generator import GeneratorConfig
-from ausynth.tasks.checkpoint import AU_LABEL_TYPES, TrainedGenerator
+from ausynth.tasks.checkpoint import TrainedGenerator
+from ausynth.tasks.errors import DataError
+from ausynth.tasks.gan_training import translate
+from ausynth.tasks.generator_kinds import AU_LABEL_TYPES, generator_kind
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.train_classifier import predict_proba, scale, to_tensor
-from ausynth.tasks.train_generator import objective_for, translate
 
 log = logging.getLogger("ausynth")
 
@@ -42,12 +44,12 @@ def neutral_sources(pool: ImageSet, threshold: float, scores: np.ndarray | None)
     labels = pool.labels
     unlabelled = np.isnan(labels).any(axis=1)
     if unlabelled.any() and scores is None:
-        raise ValueError(f"{int(unlabelled.sum())} pool images have no labels: pass a classifier to score them")
+        raise ValueError(f"{int(unlabelled.sum())} pool images have no labels: pass the teacher's scores for them")
     source_labels = np.where(unlabelled[:, None], scores if scores is not None else 0.0, labels)
     peak = source_labels.max(axis=1)
     neutral = np.where(unlabelled, peak < threshold, np.nan_to_num(labels).max(axis=1) == 0)
     if not neutral.any():
-        raise ValueError(_no_neutral_message(peak, unlabelled, threshold))
+        raise DataError(_no_neutral_message(peak, unlabelled, threshold))
     index = np.flatnonzero(neutral)
     return index, source_labels[index].astype(np.float32)
 
@@ -57,7 +59,7 @@ def neutral_emotion_sources(pool: ImageSet, scores: np.ndarray | None) -> tuple[
     analogue of 'no AU active'; each then becomes one image per emotion domain."""
     neutral = [i for i, name in enumerate(pool.label_columns) if name.lower().endswith("neutral")]
     if not neutral:
-        raise ValueError(f"no neutral emotion column among {pool.label_columns}: emotion generation starts from "
+        raise DataError(f"no neutral emotion column among {pool.label_columns}: emotion generation starts from "
                          "neutral faces, so the labels need a 'neutral' class")
     labels = pool.labels
     unlabelled = np.isnan(labels).any(axis=1)
@@ -65,7 +67,7 @@ def neutral_emotion_sources(pool: ImageSet, scores: np.ndarray | None) -> tuple[
     known = ~np.isnan(source_labels).any(axis=1)
     is_neutral = known & (np.nan_to_num(source_labels).argmax(axis=1) == neutral[0])
     if not is_neutral.any():
-        raise ValueError("no neutral face: no labelled image is 'neutral' and no unlabelled one is predicted neutral")
+        raise DataError("no neutral face: no labelled image is 'neutral' and no unlabelled one is predicted neutral")
     index = np.flatnonzero(is_neutral)
     one_hot = np.eye(len(pool.label_columns), dtype=np.float32)[neutral[0]]
     return index, np.repeat(one_hot[None], len(index), axis=0)
@@ -86,22 +88,13 @@ def _no_neutral_message(peak: np.ndarray, unlabelled: np.ndarray, threshold: flo
     return message + "."
 
 
-def _scores_where_unlabelled(pool: ImageSet, classifier: nn.Module | None,
-                             device: torch.device) -> np.ndarray | None:
-    """The classifier's scores for rows without labels (NaN elsewhere); None without a classifier."""
-    if classifier is None:
-        return None
-    unlabelled = np.flatnonzero(np.isnan(pool.labels).any(axis=1))
-    scores = np.full(pool.labels.shape, np.nan, dtype=np.float32)
-    if len(unlabelled):
-        scores[unlabelled] = predict_proba(classifier, pool.images[unlabelled], device)
-    return scores
-
-
 @torch.no_grad()
 def generate_isolated(generator: TrainedGenerator, pool: ImageSet, cfg: GeneratorConfig, count: int,
-                      device: torch.device, classifier: nn.Module | None = None, seed: int = 0) -> ImageSet:
+                      device: torch.device, scores: np.ndarray | None = None, seed: int = 0) -> ImageSet:
     """``count`` images, each showing one AU alone, made from neutral sources.
+
+    ``scores`` are the teacher's predictions for the pool's unlabelled rows (NaN on labelled rows):
+    they decide which unlabelled images count as neutral.
 
     The AU asked for is at ``cfg.intensity`` for the EM (graded AUs); StarGAN's AU domains are
     binary, so it asks for presence (1).
@@ -114,7 +107,6 @@ def generate_isolated(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     if list(arch.label_columns) != pool.label_columns or arch.kind != cfg.kind:
         raise ValueError(f"the generator is a {arch.kind} for labels {list(arch.label_columns)}; asked for a "
                          f"{cfg.kind} for the pool's labels {pool.label_columns}")
-    scores = _scores_where_unlabelled(pool, classifier, device)
     if arch.label_type == "emotion":
         candidates, candidate_labels = neutral_emotion_sources(pool, scores)
     elif arch.label_type in AU_LABEL_TYPES:
@@ -130,7 +122,7 @@ def generate_isolated(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     rng = np.random.default_rng(seed)
     pick = np.resize(rng.permutation(len(candidates)), n_sources)
     sources, source_labels = candidates[pick], torch.from_numpy(candidate_labels[pick]).to(device)
-    objective = objective_for(cfg, arch.label_type)
+    objective = generator_kind(arch.kind).objective(cfg, arch.label_type)
     targets = objective.single_targets(k, cfg.intensity, device)
     chunks = []
     for start in range(0, n_sources, BATCH):

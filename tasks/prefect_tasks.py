@@ -3,6 +3,10 @@
 Reuse of finished work comes from the content-addressed store inside each stage (a re-run
 with an unchanged config finds its datasets and models there, a changed one does not), so
 Prefect's own result caching is off: it would only pickle folder paths a second time.
+
+Only tasks that talk to the MLflow server retry, and only on errors that may pass
+(``tracking.transient``): a config or data error fails once. A retried task duplicates nothing:
+stages are store entries, and the tracker finds the runs and models a failed try left.
 """
 
 from __future__ import annotations
@@ -18,12 +22,22 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ausynth.configs.schema import ExperimentConfig
-from ausynth.tasks import compare, generator_stage, pipeline, tracking
-from ausynth.tasks.dataset_report import log_dataset_report, write_dataset_report
-from ausynth.tasks.pipeline import Evaluation, StoredItem
-from ausynth.tasks.train_generator import CHECKPOINT
+from ausynth.tasks import classifiers, compare, datasets, generator_stage
+from ausynth.tasks.classifiers import Evaluation
+from ausynth.tasks.dataset_report import write_dataset_report
+from ausynth.tasks.store import StoredItem
+from ausynth.tasks.strategies import Inputs, strategy
+from ausynth.tasks.tracking import Tracker, test_metric_name, transient
 
 log = logging.getLogger("ausynth")
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn``: retry only what failed on I/O with a server."""
+    return isinstance(state.data, BaseException) and transient(state.data)
+
+
+RETRY = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": retry_transient}
 
 
 @contextmanager
@@ -35,83 +49,119 @@ def stage(name: str) -> Iterator[None]:
 
 
 @task(name="build-dataset", cache_policy=NO_CACHE)
-def build_dataset(cfg: ExperimentConfig) -> StoredItem:
+def dataset_task(cfg: ExperimentConfig) -> StoredItem:
     with stage("build-dataset"):
-        return pipeline.prepare_dataset(cfg)
+        return datasets.prepare_dataset(cfg)
 
 
-@task(name="dataset-report", cache_policy=NO_CACHE, retries=2)
-def dataset_report(cfg: ExperimentConfig, dataset: StoredItem, run_id: str, output_dir: Path) -> None:
-    """Counts, label prevalence, co-occurrence, example images (and face detection results) in MLflow."""
+@task(name="dataset-report", cache_policy=NO_CACHE, **RETRY)
+def dataset_report_task(cfg: ExperimentConfig, dataset: StoredItem, run_id: str, output_dir: Path) -> None:
+    """Counts, label prevalence, co-occurrence, example images (and face detection results) on the run."""
     with stage("dataset-report"):
-        sets = {name: pipeline.load_split(dataset, name) for name in pipeline.SPLITS}
-        reports_dir = dataset.path / "reports"
-        reports = {p.stem: pd.read_csv(p, keep_default_na=False) for p in sorted(reports_dir.glob("*.csv"))}
+        sets = {name: datasets.load_set(dataset, name) for name in datasets.IMAGE_SETS}
+        reports = {p.stem: pd.read_csv(p, keep_default_na=False) for p in sorted((dataset.path / "reports").glob("*.csv"))}
         folder = output_dir / "dataset"
-        write_dataset_report(sets, folder, reports or None)
-        log_dataset_report(tracking.client_for(cfg), run_id, folder)
+        summary = write_dataset_report(sets, folder, reports or None)
+        tracker = Tracker(cfg)
+        tracker.log_params(run_id, {f"dataset.{k}": v for k, v in summary.items()})
+        tracker.log_folder(run_id, folder, "dataset")
 
 
-@task(name="train-classifier", task_run_name="train-{strategy}-seed{seed}", cache_policy=NO_CACHE, retries=1)
-def train_classifier(cfg: ExperimentConfig, dataset: StoredItem, strategy: str, seed: int,
-                     teacher: StoredItem | None = None, generated: StoredItem | None = None) -> StoredItem:
-    with stage(f"train {strategy} seed {seed}"):
-        return pipeline.fit_classifier(cfg, dataset, strategy, seed, teacher, generated)
+@task(name="train-classifier", task_run_name="train-{strategy_name}-seed{seed}", cache_policy=NO_CACHE)
+def classifier_task(cfg: ExperimentConfig, strategy_name: str, seed: int, inputs: Inputs) -> StoredItem:
+    with stage(f"train {strategy_name} seed {seed}"):
+        return classifiers.fit_classifier(cfg, strategy(strategy_name), seed, inputs)
 
 
-@task(name="train-oracle", cache_policy=NO_CACHE, retries=1)
-def train_oracle(cfg: ExperimentConfig, dataset: StoredItem) -> StoredItem:
+@task(name="score-pool", cache_policy=NO_CACHE)
+def pool_scores_task(cfg: ExperimentConfig, dataset: StoredItem, teacher: StoredItem) -> StoredItem:
+    with stage("score the unlabelled pool with the teacher"):
+        return classifiers.score_pool(cfg, dataset, teacher)
+
+
+@task(name="train-oracle", cache_policy=NO_CACHE)
+def oracle_task(cfg: ExperimentConfig, dataset: StoredItem) -> StoredItem:
     with stage("train oracle"):
         return generator_stage.fit_oracle(cfg, dataset)
 
 
-@task(name="train-generator", cache_policy=NO_CACHE, retries=1)  # a retry resumes from the last checkpoint
-def train_generator(cfg: ExperimentConfig, dataset: StoredItem, teacher: StoredItem, run_id: str) -> StoredItem:
+@task(name="train-generator", cache_policy=NO_CACHE, **RETRY)  # a retry resumes from the last checkpoint
+def generator_task(cfg: ExperimentConfig, dataset: StoredItem, pool_scores: StoredItem, run_id: str) -> StoredItem:
     with stage(f"train generator ({cfg.generator.kind})"):
-        on_log = tracking.generator_logger(tracking.client_for(cfg), run_id)
-        generator = generator_stage.fit_generator(cfg, dataset, teacher, on_log)
-        tracking.client_for(cfg).set_tag(run_id, "generator_checkpoint", str(generator.path / CHECKPOINT))
+        tracker = Tracker(cfg)
+
+        def on_log(step: int, metrics: dict[str, float], image: Path | None) -> None:
+            tracker.log_metrics(run_id, {f"gan/{k}": v for k, v in metrics.items()}, step=step)
+            if image is not None:
+                tracker.client.log_artifact(run_id, str(image), "gan/samples")
+
+        generator = generator_stage.fit_generator(cfg, dataset, pool_scores, on_log)
+        tracker.set_tags(run_id, {"generator_checkpoint": str(generator.path)})
         return generator
 
 
-@task(name="generate-isolated", cache_policy=NO_CACHE, retries=1)
-def generate_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredItem, teacher: StoredItem,
-                      oracle: StoredItem, run_id: str) -> StoredItem:
-    """AU-isolated images, with the oracle's verdict logged on the run."""
-    with stage("generate AU-isolated images"):
-        generated = generator_stage.make_isolated(cfg, dataset, generator, teacher, oracle)
-        summary = tracking.log_generated(tracking.client_for(cfg), run_id, generated.path)
-        log.info("generated %d images; %.1f%% show the target AU and no other", summary["images"],
+@task(name="generate-isolated", cache_policy=NO_CACHE, **RETRY)
+def generated_task(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredItem, pool_scores: StoredItem,
+                   oracle: StoredItem, run_id: str) -> StoredItem:
+    """Single-label images, with the oracle's verdict logged on the run."""
+    with stage("generate single-label images"):
+        generated = generator_stage.make_isolated(cfg, dataset, generator, pool_scores, oracle)
+        summary = pd.read_json(generated.path / "summary.json", typ="series")
+        tracker = Tracker(cfg)
+        tracker.log_metrics(run_id, {f"generated/{k}": float(v) for k, v in summary.items()
+                                     if isinstance(v, (int, float))})
+        for name in ("quality.csv", "examples.png", "summary.json"):
+            tracker.client.log_artifact(run_id, str(generated.path / name), "generated")
+        log.info("generated %d images; %.1f%% show the target label and no other", summary["images"],
                  100 * summary["pass_rate"])
         return generated
 
 
-@task(name="evaluate", task_run_name="evaluate-{strategy}-seed{seed}", cache_policy=NO_CACHE, retries=2)
-def evaluate(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem, parent_run_id: str,
-             strategy: str, seed: int) -> Evaluation:
-    """Test one classifier and log it as a child run of the comparison."""
-    with stage(f"evaluate {strategy} seed {seed}"):
-        result = pipeline.evaluate(cfg, dataset, model)
-        keys = ("best_epoch", "n_train", "n_added", "images_per_second", "device", "label_type", "generated_from")
-        params = {k: result.info[k] for k in keys}
-        client = tracking.client_for(cfg)
-        run_id = tracking.log_child(client, cfg, parent_run_id, strategy, seed, result.metrics, result.history,
-                                    {**params, "model_dir": str(model.path)})
-        example = pipeline.example_input(dataset)
-        result.info.update(run_id=run_id, model_uri=tracking.log_classifier(run_id, result.model, example))
+@task(name="evaluate", task_run_name="evaluate-{strategy_name}-seed{seed}", cache_policy=NO_CACHE, **RETRY)
+def evaluation_task(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem, parent_run_id: str,
+                    strategy_name: str, seed: int) -> Evaluation:
+    """Test one classifier and log it, once, as a child run of the comparison."""
+    with stage(f"evaluate {strategy_name} seed {seed}"):
+        result = classifiers.evaluate(cfg, dataset, model)
+        tracker = Tracker(cfg)
+        run_id, complete = tracker.child_run(parent_run_id, strategy_name, seed)
+        if not complete:
+            _log_evaluation(tracker, run_id, result, model)
+        name = f"au-classifier-{strategy_name}-seed{seed}"
+        model_uri = tracker.log_classifier(run_id, result.model, datasets.example_input(dataset), name)
+        tracker.complete(run_id)
+        result.info.update(run_id=run_id, model_uri=model_uri)
         return result
 
 
-@task(name="compare", cache_policy=NO_CACHE, retries=2)
-def publish_comparison(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[Evaluation],
-                       parent_run_id: str, output_dir: Path) -> pd.DataFrame:
+def _log_evaluation(tracker: Tracker, run_id: str, result: Evaluation, model: StoredItem) -> None:
+    info = result.info
+    tracker.log_params(run_id, {"strategy": result.strategy, "seed": result.seed, "n_train": info["n_train"],
+                                "n_added": info["n_added"], "label_type": result.label_type, "device": info["device"]})
+    tracker.set_tags(run_id, {"model_dir": str(model.path)})
+    tracker.log_series(run_id, [(epoch, {key.replace("_", "/", 1): v for key, v in record.items()})
+                                for epoch, record in enumerate(result.history, start=1)])
+    summary = compare.kind_of([result]).summary_metrics
+    tracker.log_metrics(run_id, {
+        **{test_metric_name(k, summary): v for k, v in result.metrics.items()},
+        "train/best_epoch": info["best_epoch"], "train/epochs": info["epochs"],
+        "train/images_per_s": info["images_per_second"], "train/never_learnt": float(info["never_learnt"])})
+
+
+@task(name="compare", cache_policy=NO_CACHE, **RETRY)
+def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[Evaluation],
+                 parent_run_id: str, output_dir: Path) -> pd.DataFrame:
+    """The comparison table and figures in the run folder and on the parent run; the best model registered."""
     with stage("compare"):
-        labelled = pipeline.load_split(dataset, "labelled")
-        client = tracking.client_for(cfg)
-        table = compare.publish(client, parent_run_id, evaluations, labelled.labels, labelled.label_columns,
-                                output_dir)
-        primary = compare.primary_column(evaluations)
-        best = {e.info["run_id"]: (e.metrics[primary.removesuffix("_mean")], e.info["model_uri"]) for e in evaluations
-                if e.strategy == table[primary].idxmax()}
-        tracking.register_best(client, parent_run_id, f"{cfg.experiment}-au-classifier", best)
+        labelled = datasets.load_set(dataset, "labelled")
+        table = compare.comparison_table(evaluations)
+        tracker = Tracker(cfg)
+        tracker.log_metrics(parent_run_id, compare.table_metrics(table))
+        tracker.log_outputs(parent_run_id, output_dir, {"comparison": table, "per_seed": compare.per_seed_table(evaluations)},
+                            compare.figures(evaluations, labelled.labels, labelled.label_columns))
+        kind = compare.kind_of(evaluations)
+        best = compare.best_strategy(table, kind)
+        chosen = max((e for e in evaluations if e.strategy == best), key=lambda e: e.metrics[kind.primary_metric])
+        tracker.register(parent_run_id, f"{cfg.experiment}-au-classifier", chosen.info["run_id"],
+                         chosen.info["model_uri"])
         return table

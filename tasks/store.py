@@ -5,22 +5,42 @@ section, the keys of its inputs, a format version). Re-running with the same inp
 finished folder and reuses it; a changed input gives a new folder and never overwrites the
 old one. Folders appear only when complete (written under a temporary name, then renamed),
 so a run killed half-way leaves nothing that a later run could mistake for a result.
+
+Each finished entry lists its files and their sizes in ``.entry.json``; an entry whose files no
+longer match (deleted or truncated by hand, a full disk) is moved aside to
+``.<key>.damaged-<time>`` with a warning naming both paths, and built again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from pydantic import BaseModel
+
+log = logging.getLogger("ausynth")
+
+ENTRY = ".entry.json"
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """A finished stage output: where it is and the key that named it."""
+
+    path: Path
+    key: str
 
 
 def _jsonable(value: Any) -> Any:
@@ -56,8 +76,47 @@ def atomic_folder(final: Path) -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold ``<path>.lock`` (an OS file lock): one process at a time works on ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+        yield
+
+
+def _file_sizes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ENTRY}
+
+
+def seal(folder: Path) -> None:
+    """Record the folder's files and sizes, so later reads can tell a damaged entry."""
+    (folder / ENTRY).write_text(json.dumps(_file_sizes(folder), indent=1))
+
+
+def damage(folder: Path) -> str | None:
+    """What is wrong with a sealed entry (a missing or resized file), or None when it is whole."""
+    try:
+        expected = json.loads((folder / ENTRY).read_text())
+    except (OSError, ValueError):
+        return f"its file list {ENTRY} is missing or unreadable"
+    found = _file_sizes(folder)
+    for name, size in expected.items():
+        if name not in found:
+            return f"{name} is missing"
+        if found[name] != size:
+            return f"{name} has {found[name]} bytes where {size} were written"
+    return None
+
+
+def _set_aside(final: Path, reason: str) -> None:
+    aside = final.with_name(f".{final.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    log.warning("store entry %s is damaged (%s): moved to %s and built again", final, reason, aside)
+    os.replace(final, aside)
+
+
 def cached_folder(root: Path, kind: str, key: str, build: Callable[[Path], None]) -> Path:
-    """Return ``root/kind/key``, building it with ``build(tmp_folder)`` unless it exists.
+    """Return ``root/kind/key``, building it with ``build(tmp_folder)`` unless a whole entry exists.
 
     Two runs that build the same entry at once both build it; the first to finish wins and the
     other's copy (identical, by its key) is dropped, so an entry that a run may be reading is
@@ -65,10 +124,14 @@ def cached_folder(root: Path, kind: str, key: str, build: Callable[[Path], None]
     """
     final = Path(root) / kind / key
     if final.is_dir():
-        return final
+        reason = damage(final)
+        if reason is None:
+            return final
+        _set_aside(final, reason)
     staged = final.with_name(f".{key}.{uuid.uuid4().hex[:8]}.done")
     with atomic_folder(staged) as tmp:
         build(tmp)
+        seal(tmp)
     try:
         os.rename(staged, final)  # fails if another run's entry is already there
     except OSError:

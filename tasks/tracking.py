@@ -1,15 +1,28 @@
-"""MLflow bookkeeping through ``MlflowClient`` with explicit run ids.
+"""All MLflow bookkeeping, through one ``Tracker`` that names every run explicitly.
 
-MLflow's 'active run' is thread-local and Prefect may run tasks on worker threads, so nothing
-here relies on it: every call names its run.
+MLflow's 'active run' is thread-local and Prefect may run tasks on worker threads or other
+processes, so nothing here relies on it: every call names its run. Stages return tables,
+figures and numbers; only this module writes them, batched (``log_batch`` takes at most 1000
+metrics and 100 params a call).
+
+Re-running a task never duplicates anything: a (strategy, seed) child run is found again by its
+``run_key`` tag under its parent (a complete one is reused as it is, an incomplete one is
+replaced), a logged model is recorded on its run and not logged twice, and a model version is
+registered once per source run.
+
+Names follow one scheme: ``test/f1_mean``, ``test/f1/AU3``, ``train/loss`` and ``val/f1`` per
+epoch (step = epoch), ``gan/d_loss`` per generator step, ``generated/pass_rate``; the parent
+run's comparison ``<strategy>/f1_mean`` (mean over seeds) and ``<strategy>/f1_mean_sd``.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import platform
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -18,18 +31,24 @@ from pathlib import Path
 import mlflow
 import mlflow.pytorch
 import numpy as np
+import pandas as pd
 import requests
 import torch
 import yaml
-from mlflow.entities import Metric, Param
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from ausynth.configs.schema import ExperimentConfig
+from ausynth.tasks.errors import SetupError
+
+log = logging.getLogger("ausynth")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MAX_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
+MAX_METRICS, MAX_PARAMS = 1000, 100  # per log_batch call
+COMPLETE = "ausynth.complete"
 
 
 def tracking_uri(cfg: ExperimentConfig) -> str:
@@ -37,7 +56,7 @@ def tracking_uri(cfg: ExperimentConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.workspace.resolve() / 'mlflow.db'}"
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(SetupError):
     """The MLflow tracking store cannot be used; raised before a flow does any work."""
 
 
@@ -69,25 +88,11 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
             raise TrackingUnavailable(f"MLflow store {uri}: {folder} is not writable")
 
 
-def client_for(cfg: ExperimentConfig) -> MlflowClient:
-    uri = tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
-
-
-def experiment_id(client: MlflowClient, cfg: ExperimentConfig) -> str:
-    found = client.get_experiment_by_name(cfg.experiment)
-    if found is not None:
-        return found.experiment_id
-    artifacts = (cfg.workspace.resolve() / "mlartifacts").as_uri()
-    is_local = tracking_uri(cfg).startswith("sqlite:")
-    try:
-        return client.create_experiment(cfg.experiment, artifact_location=artifacts if is_local else None)
-    except MlflowException:  # a run started at the same moment created it first
-        found = client.get_experiment_by_name(cfg.experiment)
-        if found is None:
-            raise
-        return found.experiment_id
+def transient(error: BaseException) -> bool:
+    """Whether a failure may pass on a second try: I/O with a server, never a config or data error."""
+    if isinstance(error, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(error, MlflowException) and error.get_http_status_code() >= 500
 
 
 def git_commit() -> str:
@@ -123,101 +128,181 @@ def flatten(mapping: dict, prefix: str = "") -> dict[str, str]:
 def dataset_tags(cfg: ExperimentConfig) -> dict[str, str]:
     """Tags to filter and group runs by in the MLflow UI; toy sets add difficulty and size."""
     tags = {"dataset": cfg.dataset.kind, "augment_size": str(cfg.augment.size), "config": cfg.name,
-            "generator": cfg.generator.kind}
+            "generator_kind": cfg.generator.kind}
     if cfg.dataset.kind == "toy":
         tags |= {"difficulty": cfg.dataset.difficulty, "labelled": str(cfg.dataset.labelled)}
     return tags
 
 
-def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-    items = [Metric(k, float(v), 0, step) for k, v in metrics.items()]
-    for start in range(0, len(items), MAX_BATCH):
-        client.log_batch(run_id, metrics=items[start:start + MAX_BATCH])
+def test_metric_name(key: str, summary: tuple[str, ...]) -> str:
+    """``f1_mean`` -> ``test/f1_mean``; ``f1_AU3`` -> ``test/f1/AU3``."""
+    metric, sep, output = key.partition("_")
+    return f"test/{key}" if key in summary or not sep else f"test/{metric}/{output}"
 
 
-def start_run(client: MlflowClient, cfg: ExperimentConfig, output_dir: Path, kind: str = "comparison") -> str:
-    """A top-level run: config, seeds, versions and git commit, before any work starts."""
-    commit = git_commit()
-    tags = {"mlflow.runName": f"{cfg.name}-{kind}", "ausynth.kind": kind, "git_commit": commit,
-            "mlflow.source.git.commit": commit, "output_dir": str(output_dir), **dataset_tags(cfg)}
-    run = client.create_run(experiment_id(client, cfg), tags=tags)
-    config = cfg.model_dump(mode="json")
-    params = {**flatten(config), "seeds": ",".join(map(str, cfg.seeds))}
-    params.update({f"version.{k}": v for k, v in versions().items()})
-    client.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in params.items()])
-    client.log_text(run.info.run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
-    return run.info.run_id
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-def log_child(client: MlflowClient, cfg: ExperimentConfig, parent_id: str, strategy: str, seed: int,
-              metrics: dict[str, float], history: list[dict[str, float]], params: dict[str, str]) -> str:
-    """One (strategy, seed) run under the parent, with its per-epoch curve and test metrics."""
-    parent = client.get_run(parent_id)
-    tags = {"mlflow.parentRunId": parent_id, "mlflow.runName": f"{strategy}-seed{seed}", "strategy": strategy,
-            "seed": str(seed), "ausynth.kind": "strategy", **dataset_tags(cfg)}
-    run_id = client.create_run(parent.info.experiment_id, tags=tags).info.run_id
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in {"strategy": strategy, "seed": seed, **params}.items()])
-    for epoch, record in enumerate(history, start=1):
-        log_metrics(client, run_id, {f"epoch_{k}": v for k, v in record.items()}, step=epoch)
-    log_metrics(client, run_id, metrics)
-    return run_id
+class Tracker:
+    """Writes a comparison's runs, numbers, tables, figures and models to one MLflow store."""
 
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg, self.uri = cfg, tracking_uri(cfg)
+        self.client = MlflowClient(tracking_uri=self.uri)
 
-def log_classifier(run_id: str, model: torch.nn.Module, example: np.ndarray) -> str:
-    """Log the classifier as an MLflow model with a signature (float images in, AU logits out).
+    # ------------------------------------------------------------------ runs
 
-    Returns the model URI. The run is opened and closed in this thread (active runs are per thread).
-    """
-    model = model.cpu().eval()
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(model, name="model", signature=infer_signature(example, output),
-                                        input_example=example,
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-    return info.model_uri
+    def experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.cfg.experiment)
+        if found is not None:
+            return found.experiment_id
+        is_local = self.uri.startswith("sqlite:")
+        artifacts = (self.cfg.workspace.resolve() / "mlartifacts").as_uri() if is_local else None
+        try:
+            return self.client.create_experiment(self.cfg.experiment, artifact_location=artifacts)
+        except MlflowException:  # a run started at the same moment created it first
+            found = self.client.get_experiment_by_name(self.cfg.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
 
+    def close_orphans(self, experiment_id: str) -> None:
+        """Mark KILLED the runs this machine left RUNNING in a process that no longer exists (a kill -9)."""
+        host = socket.gethostname()
+        running = self.client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'")
+        for run in running:
+            pid = int(run.data.tags.get("pid", "0") or 0)
+            if pid and not _pid_alive(pid):
+                log.warning("MLflow run %s was left RUNNING by process %d, which is gone: marked KILLED",
+                            run.info.run_id, pid)
+                self.client.set_terminated(run.info.run_id, "KILLED")
 
-def register_best(client: MlflowClient, parent_id: str, name: str, candidates: dict[str, tuple[float, str]]) -> str:
-    """Register the model with the highest score in the registry; tag the parent with the choice.
+    def start_parent(self, output_dir: Path, kind: str = "comparison") -> str:
+        """A top-level run with the config, seeds, versions and git commit, before any work starts."""
+        experiment = self.experiment_id()
+        self.close_orphans(experiment)
+        commit = git_commit()
+        tags = {"mlflow.runName": f"{self.cfg.name}-{kind}", "ausynth.kind": kind, "mlflow.source.git.commit": commit,
+                "output_dir": str(output_dir), "host": socket.gethostname(), "pid": str(os.getpid()),
+                **dataset_tags(self.cfg)}
+        run_id = self.client.create_run(experiment, tags=tags).info.run_id
+        config = self.cfg.model_dump(mode="json")
+        params = {**flatten(config), "seeds": ",".join(map(str, self.cfg.seeds)),
+                  **{f"version.{k}": v for k, v in versions().items()}}
+        self.log_params(run_id, params)
+        self.client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
+        return run_id
 
-    ``candidates`` maps a child run id to (score, model URI).
-    """
-    best_run = max(candidates, key=lambda run: candidates[run][0])
-    version = mlflow.register_model(candidates[best_run][1], name)
-    client.set_tag(parent_id, "registered_model", f"{name}/{version.version}")
-    client.set_tag(best_run, "registered_model", f"{name}/{version.version}")
-    return version.version
+    def finish(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+    def child_run(self, parent_id: str, strategy: str, seed: int) -> tuple[str, bool]:
+        """The (strategy, seed) run under ``parent_id`` and whether it is already complete.
+
+        A complete run from an earlier try is returned as it is; an incomplete one (a try that died
+        half-way) is deleted and started afresh, so a retry leaves exactly one run per (strategy, seed).
+        """
+        key = f"{strategy}/seed{seed}"
+        parent = self.client.get_run(parent_id)
+        found = self.client.search_runs([parent.info.experiment_id],
+                                        f"tags.mlflow.parentRunId = '{parent_id}' and tags.run_key = '{key}'")
+        for run in found:
+            if run.data.tags.get(COMPLETE) == "true":
+                return run.info.run_id, True
+            self.client.delete_run(run.info.run_id)
+        tags = {"mlflow.parentRunId": parent_id, "mlflow.runName": f"{strategy}-seed{seed}", "run_key": key,
+                "strategy": strategy, "seed": str(seed), "ausynth.kind": "strategy", **dataset_tags(self.cfg)}
+        return self.client.create_run(parent.info.experiment_id, tags=tags).info.run_id, False
+
+    def complete(self, run_id: str) -> None:
+        self.client.set_tag(run_id, COMPLETE, "true")
+        self.finish(run_id, "FINISHED")
+
+    # ------------------------------------------------------------------ values
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        self.log_series(run_id, [(step, metrics)])
+
+    def log_series(self, run_id: str, records: list[tuple[int, dict[str, float]]]) -> None:
+        """Metrics at several steps (e.g. every epoch) in as few requests as MLflow allows."""
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for step, record in records for k, v in record.items()
+                 if v is not None and np.isfinite(v)]
+        for start in range(0, len(items), MAX_METRICS):
+            self.client.log_batch(run_id, metrics=items[start:start + MAX_METRICS])
+
+    def log_params(self, run_id: str, params: dict[str, object]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS):
+            self.client.log_batch(run_id, params=items[start:start + MAX_PARAMS])
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    # ------------------------------------------------------------------ files
+
+    def log_outputs(self, run_id: str, folder: Path, tables: dict[str, pd.DataFrame],
+                    figures: dict[str, Figure], artifact_path: str | None = None) -> None:
+        """Write ``tables`` (CSV) and ``figures`` (PNG) into ``folder`` and log them on the run; each table is
+        also logged as an MLflow table (JSON), which the UI previews."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, table in tables.items():
+            table.to_csv(folder / f"{name}.csv")
+            self.client.log_table(run_id, table.reset_index(),
+                                  f"{artifact_path}/{name}.json" if artifact_path else f"{name}.json")
+        for name, figure in figures.items():
+            figure.savefig(folder / f"{name}.png", dpi=110)
+        self.log_folder(run_id, folder, artifact_path)
+
+    def log_folder(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def log_classifier(self, run_id: str, model: torch.nn.Module, example: np.ndarray, name: str) -> str:
+        """The classifier as an MLflow model with a signature (float images in, logits out); its URI.
+
+        Logged once per run: a second call returns the URI recorded on the run.
+        """
+        logged = self.client.get_run(run_id).data.tags.get("model_uri")
+        if logged:
+            return logged
+        model = model.cpu().eval()
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).numpy()
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):  # mlflow.pytorch needs an active run; this thread only
+            info = mlflow.pytorch.log_model(model, name=name, signature=infer_signature(example, output),
+                                            input_example=example,
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        self.client.set_tag(run_id, "model_uri", info.model_uri)
+        return info.model_uri
+
+    def register(self, parent_id: str, name: str, run_id: str, model_uri: str) -> str:
+        """Register ``model_uri`` under ``name`` once per source run; tag the parent and the run with it."""
+        existing = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        version = existing[0].version if existing else mlflow.register_model(model_uri, name).version
+        for run in (parent_id, run_id):
+            self.client.set_tag(run, "registered_model", f"{name}/{version}")
+        return str(version)
 
 
 @contextmanager
-def tracked_run(cfg: ExperimentConfig, output_dir: Path, kind: str = "comparison") -> Iterator[tuple[MlflowClient, str]]:
-    """Open a top-level run; close it FINISHED, or FAILED if the block raises."""
-    client = client_for(cfg)
-    run_id = start_run(client, cfg, output_dir, kind)
+def tracked_run(tracker: Tracker, output_dir: Path, kind: str = "comparison") -> Iterator[str]:
+    """Open a top-level run; close it FINISHED, KILLED on an interrupt or kill signal, FAILED on an error."""
+    run_id = tracker.start_parent(output_dir, kind)
     try:
-        yield client, run_id
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+        yield run_id
+    except (KeyboardInterrupt, SystemExit):
+        tracker.finish(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
-    client.set_terminated(run_id, "FINISHED")
-
-
-
-def generator_logger(client: MlflowClient, run_id: str):
-    """A training callback that puts the generator's losses and sample grids on a run."""
-    def on_log(step: int, metrics: dict[str, float], image: Path | None) -> None:
-        log_metrics(client, run_id, {f"generator.{k}": v for k, v in metrics.items()}, step=step)
-        if image is not None:
-            client.log_artifact(run_id, str(image), "generator/samples")
-    return on_log
-
-
-def log_generated(client: MlflowClient, run_id: str, folder: Path) -> dict:
-    """The AU-isolated images' quality table, example grid and summary figures."""
-    summary = json.loads((folder / "summary.json").read_text())
-    log_metrics(client, run_id, {f"generated.{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
-    client.set_tag(run_id, "generator_checkpoint", summary["checkpoint"])
-    for name in ("quality.csv", "examples.png", "summary.json"):
-        client.log_artifact(run_id, str(folder / name), "generated")
-    return summary
+    except BaseException:
+        tracker.finish(run_id, "FAILED")
+        raise
+    tracker.finish(run_id, "FINISHED")

@@ -1,8 +1,8 @@
 """Train either conditional GAN with one loop: WGAN-GP, Adam, linear lr decay, resumable.
 
-The two generators differ only in how labels become the generator's condition and which
-conditional loss and reconstruction terms apply; an ``Objective`` holds those differences and
-the loop (critic step, generator step every ``n_critic`` steps, logging, samples, checkpoints)
+The generator kinds (``generator_kinds``) differ only in their networks, how labels become the
+generator's condition and which conditional loss and reconstruction terms apply; their
+``Objective`` holds those differences and the loop (critic step, generator step every ``n_critic`` steps, logging, samples, checkpoints)
 is shared. A step is one critic update.
 
 Reproducibility: every random draw (batch, targets, penalty mix) comes from the global torch
@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +25,9 @@ from torchvision.utils import save_image
 
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.models import gan_losses as L
-from ausynth.tasks.checkpoint import (Architecture, TrainedGenerator, load_generator, read_checkpoint,
-                                      save_checkpoint, rng_state, set_rng_state)
+from ausynth.tasks.checkpoint import (TrainedGenerator, load_generator, read_checkpoint, rng_state,
+                                      save_checkpoint, set_rng_state)
+from ausynth.tasks.generator_kinds import Architecture, Objective, generator_kind
 from ausynth.tasks.device import seed_everything
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.train_classifier import scale, to_tensor
@@ -42,35 +42,6 @@ CRITIC_EPS = 1e-3
 STD_EPS = 1e-2  # per-pixel std over the generated batch, images in [-1, 1]
 RESUME_FREE = {"log_every", "sample_every", "checkpoint_every", "intensity", "neutral_threshold",
                "images_per_au", "drop_failed", "checkpoint"}  # keys that do not change training
-
-
-@dataclass(frozen=True)
-class Objective:
-    """What differs between the generators: condition, targets, conditional loss, reconstruction weights."""
-
-    relative: bool  # EM: condition on target - source; StarGAN: on the target itself
-    targets: str  # 'graded' (EM: intensities 0..1), 'binary' (StarGAN: AU presence), 'category' (StarGAN: one-hot)
-    cond_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    cycle_weight: float
-    identity_weight: float  # EM only: G(x, 0) = x
-
-    def labels(self, raw: torch.Tensor) -> torch.Tensor:
-        return (raw >= 0.5).float() if self.targets == "binary" else raw
-
-    def condition(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return target - source if self.relative else target
-
-    def single_targets(self, n_labels: int, intensity: float, device: torch.device) -> torch.Tensor:
-        """(K, K): row k asks for label k alone; at ``intensity`` where targets are graded, else at 1."""
-        return torch.eye(n_labels, device=device) * (intensity if self.targets == "graded" else 1.0)
-
-
-def objective_for(cfg: GeneratorConfig, label_type: str) -> Objective:
-    if cfg.kind == "em":
-        return Objective(True, "graded", L.au_regression_loss, cfg.lambda_cycle, cfg.lambda_rec)
-    if label_type == "emotion":
-        return Objective(False, "category", L.category_loss, cfg.lambda_rec, 0.0)
-    return Objective(False, "binary", L.multilabel_loss, cfg.lambda_rec, 0.0)
 
 
 def sample_targets(labels: torch.Tensor, mode: str, categorical: bool) -> torch.Tensor:
@@ -93,8 +64,9 @@ class Networks:
     """Both networks, their optimisers and AMP scalers, and the losses of one update each."""
 
     def __init__(self, arch: Architecture, cfg: GeneratorConfig, device: torch.device) -> None:
-        self.cfg, self.objective = cfg, objective_for(cfg, arch.label_type)
-        self.G, self.D = arch.generator().to(device), arch.discriminator().to(device)
+        kind = generator_kind(arch.kind)
+        self.cfg, self.objective = cfg, kind.objective(cfg, arch.label_type)
+        self.G, self.D = kind.generator(arch).to(device), kind.discriminator(arch).to(device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
         amp = cfg.amp and device.type == "cuda"
@@ -262,7 +234,7 @@ def _report(cfg: GeneratorConfig, step: int, record: dict[str, float], image: Pa
         on_log(step, record, image)
 
 
-def train_generator(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.device, out_dir: Path,
+def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.device, out_dir: Path,
                     on_log: LogCallback | None = None) -> TrainedGenerator:
     """Train on ``data``'s labelled rows, checkpointing into ``out_dir``; resumes a checkpoint found there."""
     data = _trainable(data)
@@ -304,11 +276,3 @@ def train_generator(data: ImageSet, cfg: GeneratorConfig, seed: int, device: tor
             save_checkpoint(path, {**nets.state(), "step": step, "rng": rng_state(), "run": run,
                                    "architecture": arch.as_dict(), "history": history})
     return load_generator(path, device, arch)
-
-
-def train_or_load(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.device, out_dir: Path,
-                  on_log: LogCallback | None = None) -> TrainedGenerator:
-    """``generator.checkpoint`` when set (checked against this data), else a generator trained here."""
-    if cfg.checkpoint is not None:
-        return load_generator(cfg.checkpoint, device, Architecture.of(cfg, data))
-    return train_generator(data, cfg, seed, device, out_dir, on_log)

@@ -1,0 +1,44 @@
+"""Checks that need the built dataset but no training: they fail a comparison in seconds, not hours.
+
+A config is validated when it is loaded; what only the data can tell (is there an unlabelled
+pool, a neutral face to start from, does the given generator checkpoint fit these images) is
+checked here, right after the dataset stage and before the first classifier trains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ausynth.configs.schema import ExperimentConfig
+from ausynth.tasks import datasets, label_types
+from ausynth.tasks.errors import DataError
+from ausynth.tasks.generator_stage import check_checkpoint
+from ausynth.tasks.store import StoredItem
+from ausynth.tasks.strategies import strategy
+
+
+def check_inputs(cfg: ExperimentConfig, dataset: StoredItem) -> None:
+    chosen = [strategy(name) for name in cfg.strategies]
+    pool = datasets.load_set(dataset, "unlabelled", mmap=True)
+    needing_pool = [s.name for s in chosen if s.needs_pool]
+    if needing_pool and not len(pool):
+        raise DataError(f"strategies {needing_pool} need unlabelled images, but the dataset has none: add an "
+                        "unlabelled pool (dataset.unlabelled for the toy set; an 'unlabelled:' source, or rows "
+                        "without labels, for faces) or drop those strategies")
+    if any(s.needs_generated for s in chosen):
+        if cfg.generator.checkpoint is not None:
+            check_checkpoint(cfg, dataset)
+        _check_neutral_sources(dataset, pool_size=len(pool))
+
+
+def _check_neutral_sources(dataset: StoredItem, pool_size: int) -> None:
+    """Single-AU images start from neutral faces: labelled ones, or pool images the teacher finds neutral."""
+    labelled = datasets.load_set(dataset, "labelled", mmap=True)
+    kind = label_types.of(labelled)
+    if not kind.per_au or pool_size:
+        return
+    neutral = ~kind.present(labelled.labels).any(axis=1)
+    if not np.any(neutral):
+        raise DataError(f"the generator strategy starts from neutral faces, but none of the {len(labelled)} labelled "
+                        "images has all AUs absent and there is no unlabelled pool to find one in: add neutral "
+                        "images (labelled with all AUs 0, or an unlabelled pool) or drop the generator strategy")
