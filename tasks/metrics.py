@@ -1,10 +1,23 @@
 """Metrics per label type, and the matrices that show AU confusion.
 
 - AU presence: per-AU precision, recall, F1 and FDR (false discovery rate) = FP / (TP + FP) =
-  1 - precision. Where an AU is never predicted, precision and FDR have no value; both are
-  reported as 0 (nothing was falsely discovered, and scikit-learn's ``zero_division=0``
-  convention for precision), so no NaN reaches MLflow. An AU with no positive is counted with
-  F1 0 in the mean, as the thesis did.
+  1 - precision. Conventions, so that a mean says something about the classifier:
+
+  * An AU is *scorable* when the test truth has at least one positive for it and it is not
+    among the caller's ``untrainable`` AUs (no positive in the training labels, see
+    ``untrainable_aus``). Without a positive, recall is undefined and F1 is 0 whatever the
+    classifier does, so every ``*_mean`` is over scorable AUs only. The table's ``scorable``
+    column, ``not_scorable(table)`` and the flat ``n_scorable`` / ``n_not_scorable`` say which and
+    how many; ``per_au_metrics`` warns (``NotScorableWarning``) naming them.
+  * A ratio with a zero denominator is NaN in the table, never a made-up 0 or 1: precision and
+    FDR of an AU never predicted, recall of an AU with no positive, F1 of an AU with neither.
+    ``flat_metrics`` leaves NaN per-AU values out, so none reaches MLflow per AU.
+  * ``precision_mean`` and ``fdr_mean`` are over the scorable AUs predicted at least once
+    (``n_not_predicted`` counts the scorable AUs that were not; their F1 and recall are 0 and stay
+    in those means). Reporting FDR 0 for an AU never predicted would reward a classifier for
+    staying silent. Both means are over the same AUs, and ``fdr_mean`` is computed as
+    ``1 - precision_mean``, so ``fdr_mean + precision_mean == 1`` holds exactly.
+  * A mean over no AU is NaN.
 - Emotion: the predicted class is the highest score, the true class the one-hot (or soft)
   target's highest entry; accuracy, macro F1 (scikit-learn: over the classes present in truth or
   prediction) and per-class precision / recall / F1.
@@ -12,87 +25,107 @@
   RMSE and MAE.
 
 NaN in the truth means 'not labelled': such entries are left out, per column (per row for
-emotions). ``evaluate_predictions`` is the one entry point for every label type.
+emotions). ``tasks/label_types.py`` picks the functions that fit a label type.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
-from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, multilabel_confusion_matrix,
-                             precision_recall_fscore_support)
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
-from ausynth.models.au_classifier import LABEL_TYPES, check_label_type  # noqa: F401  (re-exported)
-# The flat metrics that summarise a run of each label type (the comparison table's columns).
-SUMMARY_METRICS = {
-    "au_presence": ("f1_mean", "fdr_mean", "precision_mean", "recall_mean"),
-    "au_intensity": ("ccc_mean", "rmse_mean", "mae_mean"),
-    "emotion": ("accuracy", "f1_macro", "precision_macro", "recall_macro"),
-    "valence_arousal": ("ccc_mean", "rmse_mean", "mae_mean"),
-}
-# The one flat metric to rank runs by (all of them: higher is better), and the per-output
-# table's column that goes with it.
-PRIMARY_METRIC = {"au_presence": "f1_mean", "au_intensity": "ccc_mean", "emotion": "f1_macro",
-                  "valence_arousal": "ccc_mean"}
-PER_OUTPUT_METRIC = {"au_presence": "f1", "au_intensity": "ccc", "emotion": "f1", "valence_arousal": "ccc"}
 REGRESSION_METRICS = ("ccc", "rmse", "mae")
+AU_METRICS = ("precision", "recall", "f1", "fdr")
+
+
+class NotScorableWarning(UserWarning):
+    """Some AUs could not be scored and were left out of the means (see the module docstring)."""
 
 
 def binarize(scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return (np.asarray(scores) >= threshold).astype(np.int64)
 
 
-def per_au_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> pd.DataFrame:
-    """A row per AU: precision, recall, f1, fdr, support (true positives' count) and predicted count.
+def untrainable_aus(train_labels: np.ndarray, names: list[str]) -> list[str]:
+    """AUs with no positive (>= 0.5) among the training labels (NaN counts as not positive).
 
-    Truth is thresholded at 0.5 (soft labels); NaN truth entries are left out of their AU's counts.
+    A classifier cannot learn such an AU, so ``per_au_metrics(..., untrainable=...)`` leaves it
+    out of the means instead of letting it drag them down.
     """
-    if np.isnan(np.asarray(y_true, dtype=float)).any():
-        return _per_au_metrics_masked(np.asarray(y_true, dtype=float), np.asarray(y_pred), names)
-    y_true = binarize(y_true)
-    y_pred = np.asarray(y_pred).astype(np.int64)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, average=None, zero_division=0.0
-    )
-    confusion = multilabel_confusion_matrix(y_true, y_pred)
-    tp, fp = confusion[:, 1, 1], confusion[:, 0, 1]
-    predicted = tp + fp
-    fdr = np.divide(fp, predicted, out=np.zeros(len(names), dtype=float), where=predicted > 0)
-    return pd.DataFrame(
-        {"precision": precision, "recall": recall, "f1": f1, "fdr": fdr, "support": support, "predicted": predicted},
-        index=pd.Index(names, name="au"),
-    )
+    positive = (np.nan_to_num(np.asarray(train_labels, dtype=float), nan=0.0) >= 0.5).any(axis=0)
+    return [name for name, seen in zip(names, positive) if not seen]
 
 
-def _per_au_metrics_masked(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> pd.DataFrame:
-    """``per_au_metrics`` from counts over each AU's labelled rows (same zero-division conventions)."""
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, NaN where den is 0 (the value is undefined, not 0)."""
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    return np.divide(num, den, out=np.full(num.shape, np.nan), where=den > 0)
+
+
+def per_au_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: list[str],
+                   untrainable: list[str] | None = None) -> pd.DataFrame:
+    """A row per AU: precision, recall, f1, fdr, support (positives in the truth), predicted
+    (positive predictions) and scorable (see the module docstring for the conventions).
+
+    Truth is thresholded at 0.5 (soft labels); NaN truth entries are left out of their AU's counts,
+    with the predictions on them. ``untrainable``: AUs with no positive in the training labels
+    (``untrainable_aus``), marked not scorable like AUs with no positive in the truth.
+    """
+    unknown = sorted(set(untrainable or []) - set(names))
+    if unknown:
+        raise ValueError(f"untrainable AUs {unknown} are not among the names {list(names)}")
+    y_true = np.asarray(y_true, dtype=float)
     labelled = ~np.isnan(y_true)
     truth = (np.nan_to_num(y_true, nan=0.0) >= 0.5) & labelled
     pred = (np.asarray(y_pred).astype(np.int64) == 1) & labelled
-    tp = (truth & pred).sum(axis=0)
-    fp = (~truth & pred).sum(axis=0)
-    fn = (truth & ~pred).sum(axis=0)
+    tp, fp, fn = (truth & pred).sum(axis=0), (~truth & pred).sum(axis=0), (truth & ~pred).sum(axis=0)
+    table = pd.DataFrame(
+        {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+         "fdr": _ratio(fp, tp + fp), "support": tp + fn, "predicted": tp + fp},
+        index=pd.Index(names, name="au"))
+    table["scorable"] = (table["support"] > 0) & ~table.index.isin(untrainable or [])
+    _warn_not_scorable(table, untrainable or [])
+    return table
 
-    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-        return np.divide(num, den, out=np.zeros(len(names), dtype=float), where=den > 0)
 
-    return pd.DataFrame(
-        {"precision": ratio(tp, tp + fp), "recall": ratio(tp, tp + fn), "f1": ratio(2 * tp, 2 * tp + fp + fn),
-         "fdr": ratio(fp, tp + fp), "support": tp + fn, "predicted": tp + fp},
-        index=pd.Index(names, name="au"),
-    )
+def _warn_not_scorable(table: pd.DataFrame, untrainable: list[str]) -> None:
+    """One warning per table naming the AUs left out of the means, and why."""
+    reasons = [f"{au} (no positive in the {'training labels' if au in untrainable else 'test truth'})"
+               for au in not_scorable(table)]
+    if reasons:
+        warnings.warn(f"{len(reasons)} of {len(table)} AUs cannot be scored and are left out of the means: "
+                      + ", ".join(reasons), NotScorableWarning, stacklevel=3)
+
+
+def not_scorable(table: pd.DataFrame) -> list[str]:
+    """The AUs of a ``per_au_metrics`` table left out of the means (e.g. to log as a tag)."""
+    return [str(au) for au in table.index[~table["scorable"]]]
 
 
 def summary(table: pd.DataFrame) -> dict[str, float]:
-    """Unweighted means over AUs (the thesis' 'mean F1' and 'mean FDR')."""
-    return {f"{metric}_mean": float(table[metric].mean()) for metric in ("precision", "recall", "f1", "fdr")}
+    """Unweighted means over the scorable AUs (the thesis' 'mean F1' and 'mean FDR').
+
+    Precision and FDR are averaged over the scorable AUs predicted at least once; ``fdr_mean`` is
+    ``1 - precision_mean`` (the mean of those AUs' FDRs without rounding drift). NaN over no AU.
+    """
+    scorable = table[table["scorable"]]
+    precision = float(scorable.loc[scorable["predicted"] > 0, "precision"].mean())
+    return {"precision_mean": precision, "recall_mean": float(scorable["recall"].mean()),
+            "f1_mean": float(scorable["f1"].mean()), "fdr_mean": 1.0 - precision}
 
 
 def flat_metrics(table: pd.DataFrame) -> dict[str, float]:
-    """Per-AU and mean figures as one flat mapping, e.g. ``f1_AU3`` and ``f1_mean``."""
-    flat = {f"{metric}_{au}": float(table.at[au, metric]) for au in table.index
-            for metric in ("precision", "recall", "f1", "fdr")}
-    return {**flat, **summary(table)}
+    """Per-AU and mean figures as one flat mapping, e.g. ``f1_AU3`` and ``f1_mean``, with the counts
+    ``n_scorable``, ``n_not_scorable`` and ``n_not_predicted`` (scorable AUs never predicted: out
+    of the precision and FDR means). Undefined (NaN) per-AU values are left out."""
+    flat = {f"{metric}_{au}": float(table.at[au, metric]) for au in table.index for metric in AU_METRICS
+            if not np.isnan(table.at[au, metric])}
+    scorable = table["scorable"]
+    counts = {"n_scorable": float(scorable.sum()), "n_not_scorable": float((~scorable).sum()),
+              "n_not_predicted": float((scorable & (table["predicted"] == 0)).sum())}
+    return {**flat, **summary(table), **counts}
 
 
 def cooccurrence(labels: np.ndarray) -> np.ndarray:
@@ -196,63 +229,3 @@ def emotion_metrics(y_true: np.ndarray, scores: np.ndarray, names: list[str]) ->
     flat.update({f"{metric}_{name}": float(table.at[name, metric]) for name in names
                  for metric in ("precision", "recall", "f1")})
     return table, flat
-
-
-def predicted_labels(label_type: str, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Hard predictions as label rows: AU presence 0/1, emotion one-hot of the top class, else the values."""
-    check_label_type(label_type)
-    scores = np.asarray(scores)
-    if label_type == "au_presence":
-        return binarize(scores, threshold)
-    if label_type == "emotion":
-        return np.eye(scores.shape[1], dtype=np.float32)[np.argmax(scores, axis=1)]
-    return scores.astype(np.float32)
-
-
-def evaluate_predictions(label_type: str, y_true: np.ndarray, scores: np.ndarray, names: list[str],
-                         threshold: float = 0.5) -> tuple[pd.DataFrame, dict[str, float]]:
-    """The per-output table and flat metrics that fit the label type.
-
-    ``scores`` are what ``predict_proba`` returns (sigmoid scores, softmax probabilities or
-    regression values); ``threshold`` applies to AU presence only. NaN truth is ignored per column
-    (per row for emotions). Flat keys: AU presence ``f1_AU1 ... f1_mean, fdr_mean, ...``;
-    emotion ``accuracy, f1_macro, precision_macro, recall_macro, f1_<column>, ...``; AU intensity
-    and valence/arousal ``ccc_<column>, rmse_<column>, mae_<column>, ccc_mean, rmse_mean, mae_mean``.
-    Each table has a ``labelled`` column: the rows whose truth was used.
-    """
-    check_label_type(label_type)
-    y_true, scores = np.asarray(y_true, dtype=float), np.asarray(scores, dtype=float)
-    if y_true.shape != scores.shape or y_true.ndim != 2 or y_true.shape[1] != len(names):
-        raise ValueError(f"truth {y_true.shape}, scores {scores.shape} and {len(names)} names do not match")
-    if not (~np.isnan(y_true)).any():
-        raise ValueError(f"no labelled rows to evaluate ({len(y_true)} rows, all truth NaN)")
-    if label_type == "au_presence":
-        table = per_au_metrics(y_true, binarize(scores, threshold), names)
-        flat = flat_metrics(table)
-        table["labelled"] = (~np.isnan(y_true)).sum(axis=0)
-        return table, flat
-    if label_type == "emotion":
-        usable, _ = emotion_classes(y_true)
-        if not usable.any():
-            raise ValueError("no row has a complete emotion label to evaluate")
-        table, flat = emotion_metrics(y_true, scores, names)
-        table["labelled"] = int(usable.sum())
-        return table, flat
-    table = regression_metrics(y_true, scores, names)
-    return table, flat_regression(table)
-
-
-def error_matrix(label_type: str, y_true: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray | None:
-    """The confusion picture of a label type: AU presence the false-positive matrix (see
-    ``false_positive_matrix``); emotion the confusion matrix normalised per true class (row: true,
-    column: predicted; rows of absent classes 0); none for continuous labels."""
-    check_label_type(label_type)
-    if label_type == "au_presence":
-        return false_positive_matrix(y_true, binarize(scores, threshold))
-    if label_type == "emotion":
-        usable, truth = emotion_classes(y_true)
-        n = np.asarray(scores).shape[1]
-        counts = confusion_matrix(truth, np.argmax(np.asarray(scores)[usable], axis=1), labels=np.arange(n))
-        totals = counts.sum(axis=1, keepdims=True)
-        return np.divide(counts, totals, out=np.zeros((n, n)), where=totals > 0)
-    return None
