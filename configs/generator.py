@@ -54,9 +54,16 @@ class GeneratorConfig(Section):
     amp: bool = True  # mixed precision, used only on CUDA
 
     intensity: Annotated[float, Field(gt=0, le=1)] = 1.0  # 1.0 toy, 0.7 faces
+    # Neutral sources: labelled images with every AU 0, pool images whose every predicted AU is below
+    # neutral_threshold, or both ('auto'); the most neutral are used first.
+    neutral_source: Literal["auto", "labelled", "pool"] = "auto"
     neutral_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     images_per_au: PositiveInt | None = None  # None: the comparison's augment.size split over the AUs
+    # drop_failed: add only images the oracle passes, exactly augment.size of them: new sources are
+    # tried for up to max_rounds rounds, then on_shortfall decides (fail, or fill with failing images).
     drop_failed: bool = False
+    max_rounds: PositiveInt = 5
+    on_shortfall: Literal["fail", "fill"] = "fail"
     checkpoint: Path | None = None  # a trained generator to use instead of training one
 
     @field_validator("kind")

@@ -20,7 +20,9 @@ StrategyName = Literal[tuple(STRATEGIES)]  # the form's choice list follows the 
 
 @dataclass
 class ComparisonResult:
-    table: pd.DataFrame
+    table: pd.DataFrame  # strategy rows: metric means and standard deviations over seeds
+    differences: pd.DataFrame  # paired differences over seeds between strategies, with 95% intervals
+    label_type: str
     output_dir: str
     tracking_uri: str
     parent_run_id: str
@@ -68,5 +70,6 @@ def compare_strategies(
             t.evaluation_task(cfg, dataset, t.classifier_task(cfg, name, seed, inputs), parent_id, name, seed)
             for name in cfg.strategies for seed in cfg.seeds
         ]
-        table = t.publish_task(cfg, dataset, evaluations, parent_id, output_dir)
-    return ComparisonResult(table, str(output_dir), tracker.uri, parent_id)
+        tables = t.publish_task(cfg, dataset, evaluations, parent_id, output_dir)
+    return ComparisonResult(tables["comparison"], tables["differences"], evaluations[0].label_type,
+                            str(output_dir), tracker.uri, parent_id)

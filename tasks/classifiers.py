@@ -69,7 +69,7 @@ def fit_classifier(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs:
                 "in_channels": data.image_shape[-1], "backbone": cfg.classifier.backbone,
                 "width": cfg.classifier.width, "label_columns": data.label_columns,
                 "label_type": trained.model.label_type, "device": str(device),
-                "never_learnt": bool(getattr(trained, "never_learnt", False))}
+                "never_learnt": trained.never_learnt}
         (folder / INFO).write_text(json.dumps(info, indent=2))
         (folder / HISTORY).write_text(json.dumps(trained.history))
 
@@ -112,7 +112,8 @@ def evaluate(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem) -> E
     kind = label_types.label_type(net.label_type)
     scores = predict_proba(net, test.images, device)
     threshold = cfg.classifier.threshold
-    table, flat = kind.evaluate(test.labels, scores, test.label_columns, threshold)
+    train, _ = datasets.train_val(datasets.load_set(dataset, "labelled", mmap=True))
+    table, flat = kind.evaluate(test.labels, scores, test.label_columns, threshold, train.labels)
     info = read_info(model)
     history = json.loads((model.path / HISTORY).read_text())
     return Evaluation(info["strategy"], info["seed"], kind.name, table, flat, net,

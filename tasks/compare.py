@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ausynth.tasks import label_types
+from ausynth.tasks import label_types, statistics
 from ausynth.tasks.classifiers import Evaluation
+from ausynth.tasks.strategies import BASELINE
 from ausynth.tasks.metrics import cooccurrence
 
 PERCENT = ("f1", "fdr", "precision", "recall", "accuracy")  # metric prefixes shown in %, as the thesis does
@@ -29,17 +30,40 @@ def per_seed_table(evaluations: list[Evaluation]) -> pd.DataFrame:
                           **e.metrics} for e in evaluations])
 
 
+def compared_metrics(evaluations: list[Evaluation], per_seed: pd.DataFrame) -> list[str]:
+    """The label type's summary metrics and, for AUs, the FDR of the most co-occurring training pairs."""
+    return [*kind_of(evaluations).summary_metrics, *[c for c in per_seed.columns if c.startswith("pair_fdr/")]]
+
+
 def comparison_table(evaluations: list[Evaluation]) -> pd.DataFrame:
-    """Strategy rows: each summary metric's mean over seeds (``f1_mean``) and standard deviation
+    """Strategy rows: each compared metric's mean over seeds (``f1_mean``) and standard deviation
     (``f1_mean_sd``), the seed count and how many seeds' classifiers never learnt."""
-    metrics = list(kind_of(evaluations).summary_metrics)
     rows = per_seed_table(evaluations)
+    metrics = compared_metrics(evaluations, rows)
     grouped = rows.groupby("strategy", sort=False)
     spread = grouped[metrics].std().fillna(0.0).add_suffix("_sd")  # one seed has no spread: 0
     table = pd.concat([grouped[metrics].mean(), spread], axis=1)
     table["seeds"] = grouped.size()
     table["never_learnt"] = grouped["never_learnt"].sum().astype(int)
     return table
+
+
+def differences(evaluations: list[Evaluation]) -> pd.DataFrame:
+    """Every strategy against the baseline and against each other: paired differences over seeds of each
+    compared metric, with a 95% t interval and whether it excludes 0 (``statistics.paired_differences``)."""
+    per_seed = per_seed_table(evaluations)
+    found = [statistics.paired_differences(per_seed, metric, baseline=BASELINE.name)
+             for metric in compared_metrics(evaluations, per_seed)]
+    return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=statistics.DIFFERENCE_COLUMNS)
+
+
+def format_differences(diffs: pd.DataFrame, kind: label_types.LabelType) -> pd.DataFrame:
+    """Strategy rows x headline metrics: the difference to the baseline in percentage points with its
+    95% interval, '*' where the interval excludes 0."""
+    versus = diffs[diffs["vs_baseline"] & diffs["metric"].isin(_shown_metrics(set(diffs["metric"]), kind))]
+    shown = versus.assign(text=versus.apply(statistics.format_difference, axis=1))
+    table = shown.pivot(index="a", columns="metric", values="text").rename_axis(index="strategy", columns=None)
+    return table[_shown_metrics(table.columns, kind)].rename(columns=_header)
 
 
 def best_strategy(table: pd.DataFrame, kind: label_types.LabelType) -> str:
@@ -109,13 +133,27 @@ def figures(evaluations: list[Evaluation], train_labels: np.ndarray, names: list
     return shown
 
 
-def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Each metric as 'mean ± sd'; F1, FDR and the like in percent, the way the thesis reports them."""
+def _shown_metrics(table_columns, kind: label_types.LabelType) -> list[str]:
+    """What the console shows: the ranking metric, FDR and the correlated pairs' FDR (the CSVs hold the rest)."""
+    return [m for m in (kind.primary_metric, "fdr_mean", "accuracy") if m in table_columns] + \
+        [c for c in table_columns if c.startswith("pair_fdr/") and not c.endswith("_sd")]
+
+
+def _header(metric: str) -> str:
+    """``f1_mean`` -> 'F1 %', ``pair_fdr/AU2-AU3`` -> 'FDR AU2-AU3 %'."""
+    if metric.startswith("pair_fdr/"):
+        return f"FDR {metric.removeprefix('pair_fdr/')} %"
+    name = metric.removesuffix("_mean").removesuffix("_macro")
+    return f"{name.upper() if len(name) <= 3 else name} {'%' if metric.startswith(PERCENT) else ''}".strip()
+
+
+def format_table(table: pd.DataFrame, kind: label_types.LabelType) -> pd.DataFrame:
+    """The headline metrics as 'mean ± sd' over seeds, in percent as the thesis reports them."""
     shown = pd.DataFrame(index=table.index)
-    for metric in [c for c in table.columns if f"{c}_sd" in table.columns]:
-        factor, unit = (100, " %") if metric.startswith(PERCENT) else (1, "")
-        shown[f"{metric}{unit}"] = [f"{factor * m:.2f} ± {factor * s:.2f}"
-                                    for m, s in zip(table[metric], table[f"{metric}_sd"])]
+    for metric in _shown_metrics(table.columns, kind):
+        factor = 100 if metric.startswith((*PERCENT, "pair_fdr")) else 1
+        shown[_header(metric)] = [f"{factor * m:.2f} ± {factor * s:.2f}"
+                                  for m, s in zip(table[metric], table[f"{metric}_sd"])]
     shown["seeds"] = table["seeds"].astype(int)
     if table["never_learnt"].any():
         shown["never learnt"] = table["never_learnt"].astype(int)

@@ -40,8 +40,8 @@ SAMPLE_IMAGES = 8
 COLLAPSE_PATIENCE = 5  # consecutive logs with a near-zero critic loss before warning
 CRITIC_EPS = 1e-3
 STD_EPS = 1e-2  # per-pixel std over the generated batch, images in [-1, 1]
-RESUME_FREE = {"log_every", "sample_every", "checkpoint_every", "intensity", "neutral_threshold",
-               "images_per_au", "drop_failed", "checkpoint"}  # keys that do not change training
+RESUME_FREE = {"log_every", "sample_every", "checkpoint_every", "intensity", "neutral_source", "neutral_threshold",
+               "images_per_au", "drop_failed", "max_rounds", "on_shortfall", "checkpoint"}  # keys that do not change training
 
 
 def sample_targets(labels: torch.Tensor, mode: str, categorical: bool) -> torch.Tensor:

@@ -1,8 +1,11 @@
-"""Make AU-isolated images with a trained generator, and check them with an oracle classifier.
+"""Make single-label images with a trained generator, and check them with an oracle classifier.
 
-Sources are neutral faces (no AU active), so an image asked to show 'AU k alone' should differ
-from its source only by AU k: the generated set has every AU once per source, and no AU pair
-occurs together, which is what breaks the training data's correlations.
+Sources are neutral faces (no AU active), taken most neutral first, so an image asked to show
+'AU k alone' should differ from its source only by AU k: the generated set has every AU once
+per source, and no AU pair occurs together, which is what breaks the training data's
+correlations. The oracle (a classifier trained apart from every one under evaluation) checks
+each image, and is itself calibrated on real single-label images: a generated pass rate means
+little unless the same oracle passes real images at a known rate.
 """
 
 from __future__ import annotations
@@ -14,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch import nn
-from torchvision.utils import save_image
 
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.tasks.checkpoint import TrainedGenerator
 from ausynth.tasks.errors import DataError
 from ausynth.tasks.gan_training import translate
 from ausynth.tasks.generator_kinds import AU_LABEL_TYPES, generator_kind
-from ausynth.tasks.imageset import ImageSet
+from ausynth.tasks.imageset import ImageSet, concat
 from ausynth.tasks.train_classifier import predict_proba, scale, to_tensor
 
 log = logging.getLogger("ausynth")
@@ -35,11 +38,21 @@ def total_images(cfg: GeneratorConfig, default_total: int, n_labels: int) -> int
     return cfg.images_per_au * n_labels if cfg.images_per_au else default_total
 
 
-def neutral_sources(pool: ImageSet, threshold: float, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of neutral rows and their source labels (labels, or predicted scores where unlabelled).
+def quotas(count: int, n_labels: int) -> np.ndarray:
+    """``count`` images spread as evenly as possible over the labels (the first labels get the remainder)."""
+    return count // n_labels + (np.arange(n_labels) < count % n_labels)
+
+
+# ----------------------------------------------------------------------------- neutral sources
+
+def neutral_sources(pool: ImageSet, threshold: float, scores: np.ndarray | None,
+                    where: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Neutral rows, most neutral first, and their source labels (labels, or predicted scores where unlabelled).
 
     A labelled row is neutral when all its AUs are zero; an unlabelled row (any NaN) when every
-    score of ``scores`` (a classifier's, one row per pool image) is below ``threshold``.
+    score of ``scores`` (the teacher's, one row per pool image) is below ``threshold``. Rows are
+    ordered by their highest AU activity (labelled neutral rows count 0), so the sources used are
+    the ones least likely to show an AU already. ``where``: 'labelled', 'pool' or 'auto' (both).
     """
     labels = pool.labels
     unlabelled = np.isnan(labels).any(axis=1)
@@ -48,19 +61,21 @@ def neutral_sources(pool: ImageSet, threshold: float, scores: np.ndarray | None)
     source_labels = np.where(unlabelled[:, None], scores if scores is not None else 0.0, labels)
     peak = source_labels.max(axis=1)
     neutral = np.where(unlabelled, peak < threshold, np.nan_to_num(labels).max(axis=1) == 0)
+    neutral &= {"auto": True, "labelled": ~unlabelled, "pool": unlabelled}[where]
     if not neutral.any():
-        raise DataError(_no_neutral_message(peak, unlabelled, threshold))
+        raise DataError(_no_neutral_message(peak, unlabelled, threshold, where))
     index = np.flatnonzero(neutral)
+    index = index[np.argsort(np.where(unlabelled[index], peak[index], 0.0), kind="stable")]
     return index, source_labels[index].astype(np.float32)
 
 
 def neutral_emotion_sources(pool: ImageSet, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows labelled neutral, or (unlabelled) whose most likely class is neutral: StarGAN's emotion
-    analogue of 'no AU active'; each then becomes one image per emotion domain."""
+    """Rows labelled neutral, or (unlabelled) whose most likely class is neutral, surest first: StarGAN's
+    emotion analogue of 'no AU active'; each then becomes one image per emotion domain."""
     neutral = [i for i, name in enumerate(pool.label_columns) if name.lower().endswith("neutral")]
     if not neutral:
         raise DataError(f"no neutral emotion column among {pool.label_columns}: emotion generation starts from "
-                         "neutral faces, so the labels need a 'neutral' class")
+                        "neutral faces, so the labels need a 'neutral' class")
     labels = pool.labels
     unlabelled = np.isnan(labels).any(axis=1)
     source_labels = np.where(unlabelled[:, None], scores if scores is not None else np.nan, labels)
@@ -69,14 +84,15 @@ def neutral_emotion_sources(pool: ImageSet, scores: np.ndarray | None) -> tuple[
     if not is_neutral.any():
         raise DataError("no neutral face: no labelled image is 'neutral' and no unlabelled one is predicted neutral")
     index = np.flatnonzero(is_neutral)
+    index = index[np.argsort(-source_labels[index, neutral[0]], kind="stable")]
     one_hot = np.eye(len(pool.label_columns), dtype=np.float32)[neutral[0]]
     return index, np.repeat(one_hot[None], len(index), axis=0)
 
 
-def _no_neutral_message(peak: np.ndarray, unlabelled: np.ndarray, threshold: float) -> str:
+def _no_neutral_message(peak: np.ndarray, unlabelled: np.ndarray, threshold: float, where: str) -> str:
     """Tell the user what threshold would have found sources, from the scores actually seen."""
-    message = (f"no neutral source image: none of the {int((~unlabelled).sum())} labelled images has all AUs at "
-               f"zero")
+    message = (f"no neutral source image (generator.neutral_source: {where}): none of the "
+               f"{int((~unlabelled).sum())} labelled images has all AUs at zero")
     if unlabelled.any():
         scored = peak[unlabelled]
         quantiles = np.quantile(scored, [0.01, 0.1, 0.5])
@@ -88,56 +104,114 @@ def _no_neutral_message(peak: np.ndarray, unlabelled: np.ndarray, threshold: flo
     return message + "."
 
 
-@torch.no_grad()
-def generate_isolated(generator: TrainedGenerator, pool: ImageSet, cfg: GeneratorConfig, count: int,
-                      device: torch.device, scores: np.ndarray | None = None, seed: int = 0) -> ImageSet:
-    """``count`` images, each showing one AU alone, made from neutral sources.
-
-    ``scores`` are the teacher's predictions for the pool's unlabelled rows (NaN on labelled rows):
-    they decide which unlabelled images count as neutral.
-
-    The AU asked for is at ``cfg.intensity`` for the EM (graded AUs); StarGAN's AU domains are
-    binary, so it asks for presence (1).
-
-    Every source gives one image per label; sources are drawn at random (repeating only when
-    there are fewer neutral images than needed, with a warning). Rows keep the source's subject
-    and its pool row (``source_index``) and name the label asked for (``target``).
-    """
+def candidate_sources(generator: TrainedGenerator, pool: ImageSet, cfg: GeneratorConfig,
+                      scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The neutral sources the generator's label type calls for, most neutral first."""
     arch = generator.architecture
     if list(arch.label_columns) != pool.label_columns or arch.kind != cfg.kind:
         raise ValueError(f"the generator is a {arch.kind} for labels {list(arch.label_columns)}; asked for a "
                          f"{cfg.kind} for the pool's labels {pool.label_columns}")
     if arch.label_type == "emotion":
-        candidates, candidate_labels = neutral_emotion_sources(pool, scores)
-    elif arch.label_type in AU_LABEL_TYPES:
-        candidates, candidate_labels = neutral_sources(pool, cfg.neutral_threshold, scores)
-    else:
-        raise ValueError(f"isolated generation needs AU or emotion labels, the generator was trained on "
-                         f"{arch.label_type!r}")
+        return neutral_emotion_sources(pool, scores)
+    if arch.label_type in AU_LABEL_TYPES:
+        return neutral_sources(pool, cfg.neutral_threshold, scores, cfg.neutral_source)
+    raise ValueError(f"isolated generation needs AU or emotion labels, the generator was trained on "
+                     f"{arch.label_type!r}")
+
+
+# ----------------------------------------------------------------------------- generation
+
+@torch.no_grad()
+def translate_sources(generator: TrainedGenerator, pool: ImageSet, cfg: GeneratorConfig, sources: np.ndarray,
+                      source_labels: np.ndarray, device: torch.device) -> ImageSet:
+    """Each source once per label, asked to show that label alone.
+
+    The label asked for is at ``cfg.intensity`` for the EM (graded AUs); StarGAN's domains are
+    binary, so it asks for presence (1). Rows keep the source's subject and its pool row
+    (``source_index``) and name the label asked for (``target``).
+    """
+    arch = generator.architecture
     k = len(pool.label_columns)
-    n_sources = math.ceil(count / k)
-    if n_sources > len(candidates):
-        log.warning("only %d neutral source images for %d needed: sources repeat, so generated images repeat",
-                    len(candidates), n_sources)
-    rng = np.random.default_rng(seed)
-    pick = np.resize(rng.permutation(len(candidates)), n_sources)
-    sources, source_labels = candidates[pick], torch.from_numpy(candidate_labels[pick]).to(device)
     objective = generator_kind(arch.kind).objective(cfg, arch.label_type)
     targets = objective.single_targets(k, cfg.intensity, device)
+    labels = torch.from_numpy(source_labels).to(device)
     chunks = []
-    for start in range(0, n_sources, BATCH):
+    for start in range(0, len(sources), BATCH):
         x = scale(to_tensor(pool.images[sources[start:start + BATCH]], device))
-        src = source_labels[start:start + BATCH]
+        src = labels[start:start + BATCH]
         out = translate(generator.model, objective, x.repeat_interleave(k, 0), src.repeat_interleave(k, 0),
                         targets.repeat(len(x), 1))
         chunks.append(((out.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
-    images = torch.cat(chunks).numpy()[:count]
-    frame = _manifest(pool, sources, targets.cpu().numpy())[:count].reset_index(drop=True)
     meta = {**pool.meta, "generator_kind": arch.kind, "generator_checkpoint": str(generator.checkpoint),
             "generator_step": generator.step, "target_value": float(targets.max())}
-    log.info("generated %d AU-isolated images from %d neutral sources (%d available)", len(images), n_sources,
+    return ImageSet(torch.cat(chunks).numpy(), _manifest(pool, sources, targets.cpu().numpy()),
+                    list(pool.label_columns), meta)
+
+
+def generate_isolated(generator: TrainedGenerator, pool: ImageSet, cfg: GeneratorConfig, count: int,
+                      device: torch.device, scores: np.ndarray | None = None) -> ImageSet:
+    """``count`` images, each showing one label alone, from the ``ceil(count / K)`` most neutral sources.
+
+    ``scores`` are the teacher's predictions for the pool's unlabelled rows (NaN on labelled rows):
+    they decide which unlabelled images count as neutral. Sources repeat (with a warning) only when
+    there are fewer neutral images than needed.
+    """
+    candidates, candidate_labels = candidate_sources(generator, pool, cfg, scores)
+    n_sources = math.ceil(count / len(pool.label_columns))
+    if n_sources > len(candidates):
+        log.warning("only %d neutral source images for %d needed: sources repeat, so generated images repeat",
+                    len(candidates), n_sources)
+    pick = np.resize(np.arange(len(candidates)), n_sources)
+    made = translate_sources(generator, pool, cfg, candidates[pick], candidate_labels[pick], device)
+    log.info("generated %d single-label images from %d neutral sources (%d available)", count, n_sources,
              len(candidates))
-    return ImageSet(images, frame, list(pool.label_columns), meta)
+    return made.subset(np.arange(count))
+
+
+def generate_verified(generator: TrainedGenerator, pool: ImageSet, cfg: GeneratorConfig, count: int,
+                      device: torch.device, scores: np.ndarray | None, oracle: nn.Module,
+                      threshold: float) -> tuple[ImageSet, ImageSet]:
+    """Exactly ``count`` images that pass the oracle, the same number per label; and every image tried.
+
+    Sources are taken most neutral first, ``ceil(count / K)`` per round, until every label has its
+    quota of passing images or ``cfg.max_rounds`` rounds (or the neutral sources) are used up. A
+    shortfall then fails, naming the counts, or with ``cfg.on_shortfall: fill`` is filled with the
+    label's failing images (kept with ``passed`` False) and a warning: never a silently smaller set.
+    """
+    candidates, candidate_labels = candidate_sources(generator, pool, cfg, scores)
+    k = len(pool.label_columns)
+    need, per_round = quotas(count, k), math.ceil(count / k)
+    tried: list[ImageSet] = []
+    for start in range(0, min(len(candidates), per_round * cfg.max_rounds), per_round):
+        pick = slice(start, start + per_round)
+        made = translate_sources(generator, pool, cfg, candidates[pick], candidate_labels[pick], device)
+        made.frame["passed"] = oracle_verdict(made, oracle, device, threshold)
+        tried.append(made)
+        need = np.maximum(need - np.bincount(_target_index(made)[made.frame["passed"].to_numpy()], minlength=k), 0)
+        if not need.any():
+            break
+    every = concat(tried)
+    log.info("generated %d single-label images from %d neutral sources to find %d that pass the oracle",
+             len(every), len(every) // k, count)
+    return _take_quotas(every, quotas(count, k), cfg.on_shortfall), every
+
+
+def _take_quotas(every: ImageSet, quota: np.ndarray, on_shortfall: str) -> ImageSet:
+    """Per label, its quota of passing images in the order made; failing ones fill a shortfall if allowed."""
+    target, passed = _target_index(every), every.frame["passed"].to_numpy()
+    found = np.bincount(target[passed], minlength=len(quota))
+    short = {every.label_columns[k]: int(quota[k] - found[k]) for k in range(len(quota)) if found[k] < quota[k]}
+    if short and on_shortfall == "fail":
+        raise DataError(f"the generator could not make enough images that pass the oracle: short by {short} "
+                        f"after {len(every)} tries. Train the generator longer, raise generator.max_rounds, set "
+                        "generator.on_shortfall: fill to add failing images, or generator.drop_failed: false")
+    if short:
+        log.warning("too few generated images pass the oracle: filling with failing ones %s", short)
+    chosen = []
+    for k, n in enumerate(quota):
+        rows = np.flatnonzero(target == k)
+        chosen.append(np.concatenate([rows[passed[rows]], rows[~passed[rows]]])[:n])
+    return every.subset(np.sort(np.concatenate(chosen)))
 
 
 def _manifest(pool: ImageSet, sources: np.ndarray, targets: np.ndarray) -> pd.DataFrame:
@@ -155,34 +229,65 @@ def _target_index(generated: ImageSet) -> np.ndarray:
     return generated.frame["target"].map({name: i for i, name in enumerate(generated.label_columns)}).to_numpy()
 
 
-def quality_check(generated: ImageSet, oracle: nn.Module, device: torch.device,
-                  threshold: float = 0.5) -> tuple[pd.DataFrame, np.ndarray]:
-    """Per label: the share of its images where the oracle sees it, sees any other label, and sees it alone.
+# ----------------------------------------------------------------------------- the oracle's check
 
-    An image passes when the oracle's score is >= ``threshold`` for the asked-for label and
-    below it for every other one. Returns the per-label table and the per-image pass mask.
-    """
-    shown = predict_proba(oracle, generated.images, device) >= threshold
-    columns = generated.label_columns
-    target = _target_index(generated)
+def _shown(images: ImageSet, oracle: nn.Module, device: torch.device, threshold: float) -> np.ndarray:
+    return predict_proba(oracle, images.images, device) >= threshold
+
+
+def _verdicts(shown: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: is its target label shown, and is any other label shown."""
     rows = np.arange(len(target))
-    target_shown = shown[rows, target]
     others = shown.copy()
     others[rows, target] = False
-    other_shown = others.any(axis=1)
-    passed = target_shown & ~other_shown
-    table = pd.DataFrame({"share_target_shown": target_shown, "share_other_shown": other_shown, "pass_rate": passed})
+    return shown[rows, target], others.any(axis=1)
+
+
+def oracle_verdict(generated: ImageSet, oracle: nn.Module, device: torch.device, threshold: float) -> np.ndarray:
+    """Per image: does the oracle see the label asked for, and no other (score >= ``threshold``)."""
+    target_shown, other_shown = _verdicts(_shown(generated, oracle, device, threshold), _target_index(generated))
+    return target_shown & ~other_shown
+
+
+def quality_table(generated: ImageSet, oracle: nn.Module, device: torch.device, threshold: float,
+                  real: ImageSet | None = None) -> pd.DataFrame:
+    """Per label: the share of its images where the oracle sees it, sees another label, and sees it alone.
+
+    With ``real`` images the oracle is calibrated: ``real_pass_rate`` is the same check on real
+    images that show exactly that label (e.g. the toy test set), and ``relative_pass_rate`` the
+    generated rate over it; 1 means the generated images convince the oracle as often as real ones.
+    """
+    columns = generated.label_columns
+    target = _target_index(generated)
+    target_shown, other_shown = _verdicts(_shown(generated, oracle, device, threshold), target)
+    table = pd.DataFrame({"share_target_shown": target_shown, "share_other_shown": other_shown,
+                          "pass_rate": target_shown & ~other_shown})
     table = table.groupby(target).mean().reindex(range(len(columns)))
     table.index = pd.Index(columns, name="target")
     table["images"] = np.bincount(target, minlength=len(columns))
-    return table, passed
+    if real is not None:
+        table = table.join(real_pass_rates(real, oracle, device, threshold))
+        real_rate = table["real_pass_rate"].where(table["real_pass_rate"] > 0)
+        table["relative_pass_rate"] = table["pass_rate"] / real_rate
+    return table
 
 
-def keep_passing(generated: ImageSet, passed: np.ndarray) -> ImageSet:
-    """Only the images that passed the quality check (``generator.drop_failed``)."""
-    log.info("quality check: dropping %d of %d generated images", int((~passed).sum()), len(passed))
-    return generated.subset(np.flatnonzero(passed))
+def real_pass_rates(real: ImageSet, oracle: nn.Module, device: torch.device, threshold: float) -> pd.DataFrame:
+    """The oracle's pass rate on real images whose labels show exactly one label, per label (NaN where none)."""
+    present = np.nan_to_num(real.labels, nan=0.0) >= 0.5
+    single = np.flatnonzero(present.sum(axis=1) == 1)
+    target = present[single].argmax(axis=1)
+    index = pd.Index(real.label_columns, name="target")
+    passed = np.zeros(0, dtype=bool)
+    if len(single):
+        target_shown, other_shown = _verdicts(_shown(real.subset(single), oracle, device, threshold), target)
+        passed = target_shown & ~other_shown
+    rates = pd.Series(passed, dtype=float).groupby(target).mean()
+    return pd.DataFrame({"real_pass_rate": rates.reindex(range(len(index))).to_numpy(),
+                         "real_images": np.bincount(target, minlength=len(index))}, index=index)
 
+
+# ----------------------------------------------------------------------------- pictures and distances
 
 def identity_distance(generated: ImageSet, pool: ImageSet, grid: int, cell: int) -> np.ndarray:
     """Per generated image: mean |pixel difference| in [0, 1] to its source, outside the target's cell.
@@ -202,20 +307,31 @@ def identity_distance(generated: ImageSet, pool: ImageSet, grid: int, cell: int)
     return distance
 
 
-def example_grid(generated: ImageSet, pool: ImageSet, path: Path, n_sources: int = 8) -> Path:
-    """A PNG with one row per source: the source, then its image for each label (blank if dropped)."""
-    frame, k = generated.frame, len(generated.label_columns)
+def example_grid(generated: ImageSet, pool: ImageSet, n_sources: int = 6) -> Figure:
+    """One row per source: the source, then its image for each label (blank where none was kept),
+    with the label names over the columns and a red frame on images the oracle failed."""
+    frame, names = generated.frame, generated.label_columns
     chosen = pd.unique(frame["source_index"])[:n_sources]
     if len(chosen) == 0:
         raise ValueError("no generated images to show")
-    tiles = np.zeros((len(chosen), k + 1, *generated.image_shape), dtype=np.uint8)
-    tiles[:, 0] = pool.images[chosen]
     where = {(s, t): i for i, (s, t) in enumerate(zip(frame["source_index"], _target_index(generated)))}
+    passed = frame["passed"].to_numpy() if "passed" in frame else np.ones(len(frame), dtype=bool)
+    fig = Figure(figsize=(1.1 * (len(names) + 1), 1.2 * len(chosen) + 0.4))
+    axes = fig.subplots(len(chosen), len(names) + 1, squeeze=False)
     for row, source in enumerate(chosen):
-        for label in range(k):
-            if (source, label) in where:
-                tiles[row, label + 1] = generated.images[where[source, label]]
-    batch = torch.from_numpy(tiles.reshape(-1, *generated.image_shape)).permute(0, 3, 1, 2).float() / 255.0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(batch, path, nrow=k + 1, padding=2, pad_value=1.0)
-    return path
+        tiles = [(pool.images[source], True)] + [
+            (generated.images[where[source, k]], passed[where[source, k]]) if (source, k) in where else (None, True)
+            for k in range(len(names))]
+        for col, (tile, ok) in enumerate(tiles):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if tile is not None:
+                ax.imshow(tile.squeeze(-1) if tile.shape[-1] == 1 else tile, cmap="gray", vmin=0, vmax=255)
+            for spine in ax.spines.values():
+                spine.set_color("black" if ok else "red")
+            if row == 0:
+                ax.set_title("source" if col == 0 else names[col - 1], fontsize="small")
+    fig.suptitle("Generated single-label images (red frame: the oracle sees another label or not the target)",
+                 fontsize="small")
+    return fig

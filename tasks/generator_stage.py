@@ -9,11 +9,11 @@ lock on the entry makes a second run of the same config wait for the first and r
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ausynth.configs.schema import ExperimentConfig, ToyDatasetConfig
 from ausynth.tasks import datasets, imageset
@@ -21,8 +21,8 @@ from ausynth.tasks.checkpoint import load_generator, read_checkpoint
 from ausynth.tasks.classifiers import fit_classifier, load_classifier
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.gan_training import CHECKPOINT, RESUME_FREE, LogCallback, train_gan
-from ausynth.tasks.generate import (example_grid, generate_isolated, identity_distance, keep_passing,
-                                    quality_check, total_images)
+from ausynth.tasks.generate import (example_grid, generate_isolated, generate_verified, identity_distance,
+                                    oracle_verdict, quality_table, total_images)
 from ausynth.tasks.generator_kinds import Architecture
 from ausynth.tasks.imageset import ImageSet, concat
 from ausynth.tasks.pseudo_labels import load_scores, pseudo_labelled
@@ -31,7 +31,6 @@ from ausynth.tasks.strategies import BASELINE, Inputs
 from ausynth.tasks.toy_data import CELL, GRID
 
 ORACLE_SEED = 7919  # the oracle is a separately trained classifier, never one under evaluation
-DROP_MARGIN = 1.5  # with drop_failed, make this many times the images needed, then keep those that pass
 
 
 def fit_oracle(cfg: ExperimentConfig, dataset: StoredItem) -> StoredItem:
@@ -88,8 +87,11 @@ def _source_pool(dataset: StoredItem, pool_scores: StoredItem) -> tuple[ImageSet
 
 def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredItem, pool_scores: StoredItem,
                   oracle: StoredItem) -> StoredItem:
-    """Single-label images, scored by the oracle, with the quality table, summary and an example grid."""
-    settings = {k: getattr(cfg.generator, k) for k in ("intensity", "neutral_threshold", "images_per_au", "drop_failed")}
+    """Single-label images with the oracle's verdict: ``images/`` (exactly the count the comparison adds),
+    ``quality.csv`` (per label, generated beside real pass rates), ``sources.csv`` (the sources'
+    predicted profile), ``examples.png`` and ``summary.json``."""
+    settings = cfg.generator.model_dump(include={"intensity", "neutral_source", "neutral_threshold", "images_per_au",
+                                                 "drop_failed", "max_rounds", "on_shortfall"})
     key = stable_hash("generated", generator.key, pool_scores.key, oracle.key, settings, cfg.augment.size,
                       cfg.classifier.threshold, datasets.FORMAT_VERSION)
 
@@ -97,25 +99,40 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
         device = resolve_device(cfg.device)
         pool, scores = _source_pool(dataset, pool_scores)
         trained = load_generator(generator.path, device)
+        judge = load_classifier(oracle, device)
         count = total_images(cfg.generator, cfg.augment.size, len(pool.label_columns))
         if cfg.generator.drop_failed:
-            count = math.ceil(count * DROP_MARGIN)
-        generated = generate_isolated(trained, pool, cfg.generator, count, device, scores, seed=cfg.seeds[0])
-        table, passed = quality_check(generated, load_classifier(oracle, device), device, cfg.classifier.threshold)
-        generated.frame["passed"] = passed
-        summary = {"images": len(generated), "pass_rate": float(passed.mean()),
+            kept, tried = generate_verified(trained, pool, cfg.generator, count, device, scores, judge,
+                                            cfg.classifier.threshold)
+        else:
+            kept = tried = generate_isolated(trained, pool, cfg.generator, count, device, scores)
+            kept.frame["passed"] = oracle_verdict(kept, judge, device, cfg.classifier.threshold)
+        real = datasets.load_set(dataset, "test")
+        table = quality_table(tried, judge, device, cfg.classifier.threshold, real)
+        summary = {"images": len(kept), "tried": len(tried), "pass_rate": float(tried.frame["passed"].mean()),
+                   "kept_passing": float(kept.frame["passed"].mean()),
+                   "real_pass_rate": float(table["real_pass_rate"].mean()),
+                   "relative_pass_rate_min": float(table["relative_pass_rate"].min()),
                    "share_target_shown": float(table["share_target_shown"].mean()),
                    "share_other_shown": float(table["share_other_shown"].mean()),
                    "checkpoint": str(generator.path), "generator_step": trained.step}
         if isinstance(cfg.dataset, ToyDatasetConfig):
-            generated.frame["identity_distance"] = identity_distance(generated, pool, GRID, CELL)
-            summary["identity_distance"] = float(generated.frame["identity_distance"].mean())
-        if cfg.generator.drop_failed:
-            generated = keep_passing(generated, passed)
+            kept.frame["identity_distance"] = identity_distance(kept, pool, GRID, CELL)
+            summary["identity_distance"] = float(kept.frame["identity_distance"].mean())
         (folder / "images").mkdir()
-        imageset.write(generated, folder / "images")
+        imageset.write(kept, folder / "images")
         table.to_csv(folder / "quality.csv")
-        example_grid(generated, pool, folder / "examples.png")
+        source_profile(kept, pool, scores).to_csv(folder / "sources.csv")
+        example_grid(tried, pool).savefig(folder / "examples.png", dpi=90)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
     return StoredItem(cached_folder(datasets.store_root(cfg), "generated", key, build), key)
+
+
+def source_profile(generated: ImageSet, pool: ImageSet, scores: np.ndarray) -> pd.DataFrame:
+    """How neutral the sources really were: per label, the mean and max of their labels (labelled
+    sources) or the teacher's predicted scores (pool sources)."""
+    sources = np.unique(generated.frame["source_index"].to_numpy())
+    values = np.where(np.isnan(pool.labels[sources]), scores[sources], pool.labels[sources])
+    return pd.DataFrame({"mean": values.mean(axis=0), "max": values.max(axis=0)},
+                        index=pd.Index(pool.label_columns, name="label")).assign(sources=len(sources))

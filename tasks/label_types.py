@@ -19,7 +19,7 @@ import torch
 from sklearn.metrics import confusion_matrix
 from torch import nn
 
-from ausynth.tasks import metrics
+from ausynth.tasks import metrics, statistics
 from ausynth.tasks.imageset import ImageSet
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -72,10 +72,18 @@ class LabelType:
         """Which label entries count as 'shown' (NaN counts as absent)."""
         return np.nan_to_num(values, nan=0.0) >= 0.5
 
-    def evaluate(self, y_true: np.ndarray, scores: np.ndarray, names: list[str],
-                 threshold: float) -> tuple[pd.DataFrame, dict[str, float]]:
-        table = metrics.per_au_metrics(y_true, metrics.binarize(scores, threshold), names)
+    def evaluate(self, y_true: np.ndarray, scores: np.ndarray, names: list[str], threshold: float,
+                 train_labels: np.ndarray | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
+        """Per-AU table and flat metrics; with the training labels, AUs never positive in training are
+        left out of the means, and the most co-occurring training pairs get their confusion figures
+        (``fp/AU2-to-AU3``, ``pair_fdr/AU2-AU3``)."""
+        predicted = metrics.binarize(scores, threshold)
+        untrainable = metrics.untrainable_aus(train_labels, names) if train_labels is not None else None
+        table = metrics.per_au_metrics(y_true, predicted, names, untrainable)
         flat = metrics.flat_metrics(table)
+        if train_labels is not None:
+            flat |= statistics.pair_metrics(y_true, predicted, names, statistics.top_cooccurring_pairs(train_labels,
+                                                                                                      names))
         table["labelled"] = (~np.isnan(y_true)).sum(axis=0)
         return table, flat
 
@@ -98,7 +106,7 @@ class AUIntensity(LabelType):
     def present(self, values: np.ndarray) -> np.ndarray:
         return np.nan_to_num(values, nan=0.0) >= self.present_from
 
-    def evaluate(self, y_true, scores, names, threshold):
+    def evaluate(self, y_true, scores, names, threshold, train_labels=None):
         table = metrics.regression_metrics(y_true, scores, names)
         return table, metrics.flat_regression(table)
 
@@ -133,7 +141,7 @@ class Emotion(LabelType):
     def confidence(self, scores):
         return scores.max(axis=1)
 
-    def evaluate(self, y_true, scores, names, threshold):
+    def evaluate(self, y_true, scores, names, threshold, train_labels=None):
         usable, _ = metrics.emotion_classes(y_true)
         if not usable.any():
             raise ValueError("no row has a complete emotion label to evaluate")

@@ -150,18 +150,21 @@ def _log_evaluation(tracker: Tracker, run_id: str, result: Evaluation, model: St
 
 @task(name="compare", cache_policy=NO_CACHE, **RETRY)
 def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[Evaluation],
-                 parent_run_id: str, output_dir: Path) -> pd.DataFrame:
-    """The comparison table and figures in the run folder and on the parent run; the best model registered."""
+                 parent_run_id: str, output_dir: Path) -> dict[str, pd.DataFrame]:
+    """The comparison, the paired differences and the per-seed tables, and the figures, in the run folder
+    and on the parent run; the best model registered. Returns the tables."""
     with stage("compare"):
         labelled = datasets.load_set(dataset, "labelled")
         table = compare.comparison_table(evaluations)
         tracker = Tracker(cfg)
         tracker.log_metrics(parent_run_id, compare.table_metrics(table))
-        tracker.log_outputs(parent_run_id, output_dir, {"comparison": table, "per_seed": compare.per_seed_table(evaluations)},
+        tables = {"comparison": table, "differences": compare.differences(evaluations),
+                  "per_seed": compare.per_seed_table(evaluations)}
+        tracker.log_outputs(parent_run_id, output_dir, tables,
                             compare.figures(evaluations, labelled.labels, labelled.label_columns))
         kind = compare.kind_of(evaluations)
         best = compare.best_strategy(table, kind)
         chosen = max((e for e in evaluations if e.strategy == best), key=lambda e: e.metrics[kind.primary_metric])
         tracker.register(parent_run_id, f"{cfg.experiment}-au-classifier", chosen.info["run_id"],
                          chosen.info["model_uri"])
-        return table
+        return tables

@@ -122,13 +122,17 @@ def phi_coefficients(labels: np.ndarray, names: list[str]) -> pd.DataFrame:
     return values.corr(method="pearson", min_periods=2)
 
 
-def top_cooccurring_pairs(train_labels: np.ndarray, names: list[str], k: int = 3) -> list[tuple[str, str]]:
-    """The k AU pairs with the highest phi coefficient in training, highest first (only phi > 0;
+MIN_PHI = 0.1  # below this, two AUs are about independent: no correlation for a strategy to undo
+
+
+def top_cooccurring_pairs(train_labels: np.ndarray, names: list[str], k: int = 3,
+                          min_phi: float = MIN_PHI) -> list[tuple[str, str]]:
+    """The k AU pairs with the highest phi coefficient in training, highest first (only phi >= ``min_phi``;
     ties in the order of ``names``). Each pair is in the order of ``names``."""
     phi = phi_coefficients(train_labels, names)
     upper = np.triu(np.ones(phi.shape, dtype=bool), k=1)
     pairs = phi.where(upper).stack().sort_values(ascending=False, kind="stable")
-    return [(str(a), str(b)) for a, b in pairs[pairs > 0].index[:k]]
+    return [(str(a), str(b)) for a, b in pairs[(pairs > 0) & (pairs >= min_phi)].index[:k]]
 
 
 def _confusions(y_true: np.ndarray, y_pred: np.ndarray, names: list[str], a: str, b: str):
