@@ -289,24 +289,6 @@ def real_pass_rates(real: ImageSet, oracle: nn.Module, device: torch.device, thr
 
 # ----------------------------------------------------------------------------- pictures and distances
 
-def identity_distance(generated: ImageSet, pool: ImageSet, grid: int, cell: int) -> np.ndarray:
-    """Per generated image: mean |pixel difference| in [0, 1] to its source, outside the target's cell.
-
-    For the toy grid (``grid`` x ``grid`` cells of ``cell`` pixels, label k in cell k row-major)
-    only the target's cell should change, so anything else that moved is lost identity.
-    """
-    target, source_index = _target_index(generated), generated.frame["source_index"].to_numpy()
-    distance = np.zeros(len(generated), dtype=np.float64)
-    for k in np.unique(target):  # one label at a time: the same mask, and bounded memory
-        rows = np.flatnonzero(target == k)
-        diff = np.abs(generated.images[rows].astype(np.float32) - pool.images[source_index[rows]]) / 255.0
-        outside = np.ones((grid * cell, grid * cell), dtype=bool)
-        r, c = divmod(int(k), grid)
-        outside[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = False
-        distance[rows] = diff[:, outside].mean(axis=(1, 2))
-    return distance
-
-
 def example_grid(generated: ImageSet, pool: ImageSet, n_sources: int = 6) -> Figure:
     """One row per source: the source, then its image for each label (blank where none was kept),
     with the label names over the columns and a red frame on images the oracle failed."""

@@ -21,8 +21,9 @@ from ausynth.tasks.checkpoint import load_generator, read_checkpoint
 from ausynth.tasks.classifiers import fit_classifier, load_classifier
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.gan_training import CHECKPOINT, RESUME_FREE, LogCallback, train_gan
-from ausynth.tasks.generate import (example_grid, generate_isolated, generate_verified, identity_distance,
-                                    oracle_verdict, quality_table, total_images)
+from ausynth.tasks.au_regions import face_masks, grid_masks, region_change, target_spread
+from ausynth.tasks.generate import (example_grid, generate_isolated, generate_verified, oracle_verdict,
+                                    quality_table, total_images)
 from ausynth.tasks.generator_kinds import Architecture
 from ausynth.tasks.imageset import ImageSet, concat
 from ausynth.tasks.pseudo_labels import load_scores, pseudo_labelled
@@ -109,16 +110,17 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
             kept.frame["passed"] = oracle_verdict(kept, judge, device, cfg.classifier.threshold)
         real = datasets.load_set(dataset, "test")
         table = quality_table(tried, judge, device, cfg.classifier.threshold, real)
+        table = table.join(region_change(tried, pool, _label_masks(cfg, pool)))
         summary = {"images": len(kept), "tried": len(tried), "pass_rate": float(tried.frame["passed"].mean()),
                    "kept_passing": float(kept.frame["passed"].mean()),
                    "real_pass_rate": float(table["real_pass_rate"].mean()),
                    "relative_pass_rate_min": float(table["relative_pass_rate"].min()),
                    "share_target_shown": float(table["share_target_shown"].mean()),
                    "share_other_shown": float(table["share_other_shown"].mean()),
+                   "change_inside": float(table["change_inside"].mean()),
+                   "change_outside": float(table["change_outside"].mean()),
+                   "target_spread": target_spread(tried),
                    "checkpoint": str(generator.path), "generator_step": trained.step}
-        if isinstance(cfg.dataset, ToyDatasetConfig):
-            kept.frame["identity_distance"] = identity_distance(kept, pool, GRID, CELL)
-            summary["identity_distance"] = float(kept.frame["identity_distance"].mean())
         (folder / "images").mkdir()
         imageset.write(kept, folder / "images")
         table.to_csv(folder / "quality.csv")
@@ -127,6 +129,13 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
     return StoredItem(cached_folder(datasets.store_root(cfg), "generated", key, build), key)
+
+
+def _label_masks(cfg: ExperimentConfig, pool: ImageSet) -> dict[str, np.ndarray]:
+    """Where each label should change an image: its toy grid cell, or its FACS face region."""
+    if isinstance(cfg.dataset, ToyDatasetConfig):
+        return grid_masks(pool.label_columns, GRID, CELL)
+    return face_masks(pool.label_columns, *pool.image_shape[:2])
 
 
 def source_profile(generated: ImageSet, pool: ImageSet, scores: np.ndarray) -> pd.DataFrame:
