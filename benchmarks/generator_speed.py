@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compute import matmul_gflops  # noqa: E402
 
 from ausynth.configs.generator import GeneratorConfig  # noqa: E402
-from ausynth.tasks.checkpoint import Architecture  # noqa: E402
-from ausynth.tasks.train_generator import Networks  # noqa: E402
+from ausynth.tasks.gan_training import Networks  # noqa: E402
+from ausynth.tasks.generator_kinds import Architecture  # noqa: E402
 
 N_LABELS = 9
 

@@ -3,9 +3,11 @@
     python benchmarks/toy_paper.py                      # 3k-medium and 3k-hard, 5 seeds
     python benchmarks/toy_paper.py --settings 3k-medium --set seeds=[0,1]
 
-Prints, per setting and strategy, F1 / FDR (mean ± std over seeds, %) beside the thesis'
-figure from MISSION.md, then the classifier's training throughput (images/s) and, measured in
-the same run, the machine's dense matmul rate, with the ratio of achieved to available FLOP/s.
+Prints, per setting and strategy, F1 / FDR (mean ± sd over seeds, %) beside the thesis'
+figure from MISSION.md, the wall time and the epochs each strategy's models trained, then the
+classifier's training throughput (images/s) and, measured in the same run, the machine's dense
+matmul rate, with the ratio of achieved to available FLOP/s; last, each goal of the science
+issue as met or MISSED with the measured figure.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")  # per-epoch and per-stage lines
@@ -47,11 +50,49 @@ def report(setting: str, table: pd.DataFrame) -> pd.DataFrame:
     for strategy, row in table.iterrows():
         f1, fdr = THESIS[setting].get(strategy, (float("nan"), float("nan")))
         rows.append({"setting": setting, "strategy": strategy,
-                     "F1 %": f"{100 * row.f1_mean_mean:.2f} ± {100 * row.f1_mean_std:.2f}", "thesis F1": f1,
-                     "FDR %": f"{100 * row.fdr_mean_mean:.2f} ± {100 * row.fdr_mean_std:.2f}", "thesis FDR": fdr,
-                     "beats F1": 100 * row.f1_mean_mean > f1, "beats FDR": 100 * row.fdr_mean_mean < fdr,
-                     "seeds": int(row.seeds)})
+                     "F1 %": f"{100 * row.f1_mean:.2f} ± {100 * row.f1_mean_sd:.2f}", "thesis F1": f1,
+                     "FDR %": f"{100 * row.fdr_mean:.2f} ± {100 * row.fdr_mean_sd:.2f}", "thesis FDR": fdr,
+                     "beats F1": 100 * row.f1_mean > f1, "beats FDR": 100 * row.fdr_mean < fdr,
+                     "seeds": int(row.seeds), "never learnt": int(row.never_learnt)})
     return pd.DataFrame(rows)
+
+
+def goals(setting: str, result, output_dir: Path) -> list[str]:
+    """The science issue's goals for one setting, each as 'met' or 'MISSED' with the measured figure."""
+    table, diffs = result.table, result.differences
+    lines = []
+    pair = "pair_fdr/AU2-AU3"
+    if pair in table and "generator" in table.index:
+        confused = table.loc["supervised", pair] > 0.05
+        if not confused:
+            lines.append(f"{setting}: baseline AU2-AU3 FDR {100 * table.loc['supervised', pair]:.2f}% <= 5%: the "
+                         "pair is not confused, strategies are not ranked on it")
+        else:
+            lowest = table[pair].idxmin() == "generator"
+            row = diffs[(diffs.a == "generator") & (diffs.b == "supervised") & (diffs.metric == pair)]
+            excludes = bool(len(row)) and bool(row.iloc[0].significant) and row.iloc[0].mean_diff < 0
+            f1_ok = table.loc["generator", "f1_mean"] >= table.loc["supervised", "f1_mean"]
+            lines.append(f"{setting}: generator has the lowest AU2-AU3 FDR: {'met' if lowest else 'MISSED'} "
+                         f"({', '.join(f'{s} {100 * v:.2f}%' for s, v in table[pair].items())})")
+            lines.append(f"{setting}: generator vs supervised AU2-AU3 FDR interval excludes 0: "
+                         f"{'met' if excludes else 'MISSED'}"
+                         + (f" ({100 * row.iloc[0].mean_diff:+.2f} [{100 * row.iloc[0].ci_low:+.2f}, "
+                            f"{100 * row.iloc[0].ci_high:+.2f}])" if len(row) else ""))
+            lines.append(f"{setting}: generator mean F1 not below supervised: {'met' if f1_ok else 'MISSED'} "
+                         f"({100 * table.loc['generator', 'f1_mean']:.2f} vs {100 * table.loc['supervised', 'f1_mean']:.2f})")
+    quality = sorted(Path(output_dir).parent.parent.glob("store/generated/*/quality.csv"),
+                     key=lambda p: p.stat().st_mtime)
+    if "generator" in table.index and quality:
+        relative = pd.read_csv(quality[-1], index_col=0)["relative_pass_rate"]
+        worst = relative.min()
+        lines.append(f"{setting}: generated pass rate >= 90% of the real-image rate for every AU: "
+                     f"{'met' if worst >= 0.9 else 'MISSED'} (lowest {worst:.2f}x, at {relative.idxmin()})")
+    for strategy, row in table.iterrows():
+        f1, fdr = THESIS[setting].get(strategy, (float("nan"), float("nan")))
+        met = 100 * row.f1_mean > f1 and 100 * row.fdr_mean < fdr
+        lines.append(f"{setting}: {strategy} beats the thesis' F1 and FDR: {'met' if met else 'MISSED'} "
+                     f"({100 * row.f1_mean:.2f} / {100 * row.fdr_mean:.2f} vs {f1} / {fdr})")
+    return lines
 
 
 def main() -> None:
@@ -61,13 +102,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("ausynth").setLevel(logging.INFO)
 
-    reports, throughput = [], []
+    reports, throughput, checks = [], [], []
     for setting in args.settings:
+        start = time.perf_counter()
         result = compare_strategies(f"toy-paper-{setting}", overrides=args.overrides)
         reports.append(report(setting, result.table))
+        checks += goals(setting, result, Path(result.output_dir))
         per_seed = pd.read_csv(Path(result.output_dir) / "per_seed.csv")
         throughput.extend(per_seed["images_per_second"])
-        print(f"{setting}: outputs in {result.output_dir}")
+        epochs = per_seed.groupby("strategy")["epochs"].agg(["min", "max"]).to_dict("index")
+        print(f"{setting}: {time.perf_counter() - start:.0f} s; epochs trained per strategy {epochs}; "
+              f"outputs in {result.output_dir}")
 
     cfg = load_config(f"toy-paper-{args.settings[0]}", args.overrides)
     model = AUClassifier(9, 1, cfg.classifier.backbone, cfg.classifier.width)
@@ -80,6 +125,7 @@ def main() -> None:
           f"{images_per_s * flops / 1e9:.2f} GFLOP/s")
     print(f"dense fp32 matmul (2048^2, same run): {gflops:.1f} GFLOP/s")
     print(f"achieved / available compute: {images_per_s * flops / 1e9 / gflops:.1%}")
+    print("goals:\n  " + "\n  ".join(checks))
 
 
 if __name__ == "__main__":
