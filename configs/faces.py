@@ -38,6 +38,49 @@ def _check_regex(value: str | None) -> str | None:
 SubjectRegex = Annotated[str | None, AfterValidator(_check_regex)]
 
 
+class DetectionConfig(Section):
+    """Face detection, alignment and cropping.
+
+    ``face_alignment`` (S3FD + FAN landmarks) needs two weight files, read from ``weights_dir``
+    or torch's hub cache (``$TORCH_HOME/hub/checkpoints``); ``opencv`` (Haar cascades shipped
+    with OpenCV) needs no download; ``none`` takes images that are already face crops. A source
+    may set its own backend and multi_face policy (``source.detection``, ``unlabelled.detection``).
+    """
+
+    backend: Literal["face_alignment", "opencv", "none"] = "opencv"
+    size: Annotated[int, Field(ge=16, le=1024)] = 96
+    channels: Literal[1, 3] = 3
+    multi_face: Literal["largest", "central", "skip"] = "largest"
+    weights_dir: Path | None = None
+    batch_size: PositiveInt = 32
+    cache_dir: Path | None = None  # default: <workspace>/crops
+
+
+class DetectionOverride(Section):
+    """Detection settings of one source, where they differ from ``dataset.detection``.
+
+    Only the backend and the multi_face policy may differ (e.g. ``backend: none`` for a source of
+    ready crops beside an unlabelled pool of photos that needs detection). Size and channels stay
+    common: every crop of a run goes into one array of one shape.
+    """
+
+    backend: Literal["face_alignment", "opencv", "none"] | None = None
+    multi_face: Literal["largest", "central", "skip"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_what_may_differ(cls, data: object) -> object:
+        if isinstance(data, dict):
+            common = [key for key in data if key in DetectionConfig.model_fields and key not in cls.model_fields]
+            if common:
+                raise ValueError(
+                    f"{', '.join(common)} cannot differ per source (every crop of a run has one size and "
+                    f"channel count): set {'them' if len(common) > 1 else 'it'} under dataset.detection; "
+                    "a source's own 'detection:' may set only backend and multi_face"
+                )
+        return data
+
+
 class SourceConfig(Section):
     """Exactly one of ``manifest``, ``folder`` or ``openface``.
 
@@ -60,6 +103,7 @@ class SourceConfig(Section):
     # Subject from the file name, e.g. '^([A-Z]{2})\.' for JAFFE's 'KA.AN1.39.tiff'; a named group
     # 'subject' wins over the first group. For manifests it fills rows whose subject is empty.
     subject_regex: SubjectRegex = None
+    detection: DetectionOverride | None = None  # this source's backend / multi_face, if not dataset.detection's
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> "SourceConfig":
@@ -72,23 +116,6 @@ class SourceConfig(Section):
         if self.openface is not None and self.image_root is None:
             raise ValueError("an 'openface' source needs 'image_root': the folder of the images its CSVs describe")
         return self
-
-
-class DetectionConfig(Section):
-    """Face detection, alignment and cropping.
-
-    ``face_alignment`` (S3FD + FAN landmarks) needs two weight files, read from ``weights_dir``
-    or torch's hub cache (``$TORCH_HOME/hub/checkpoints``); ``opencv`` (Haar cascades shipped
-    with OpenCV) needs no download; ``none`` takes images that are already face crops.
-    """
-
-    backend: Literal["face_alignment", "opencv", "none"] = "opencv"
-    size: Annotated[int, Field(ge=16, le=1024)] = 96
-    channels: Literal[1, 3] = 3
-    multi_face: Literal["largest", "central", "skip"] = "largest"
-    weights_dir: Path | None = None
-    batch_size: PositiveInt = 32
-    cache_dir: Path | None = None  # default: <workspace>/crops
 
 
 class SplitConfig(Section):
@@ -125,6 +152,7 @@ class UnlabelledConfig(Section):
     image_root: Path | None = None
     subject_regex: SubjectRegex = None
     limit: PositiveInt | None = None  # keep only the first N rows, for quick runs
+    detection: DetectionOverride | None = None  # the pool's backend / multi_face, if not dataset.detection's
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> "UnlabelledConfig":
@@ -160,6 +188,13 @@ class FaceDatasetConfig(Section):
                 f"label_type {self.label_type!r} needs a manifest or OpenFace source"
             )
         return self
+
+    def detection_for(self, section: str) -> DetectionConfig:
+        """The detection settings of 'source' or 'unlabelled': ``detection`` with that section's override."""
+        override = getattr(self, section).detection
+        if override is None:
+            return self.detection
+        return self.detection.model_copy(update=override.model_dump(exclude_none=True))
 
     @field_validator("emotions")
     @classmethod

@@ -15,7 +15,8 @@ brows to chin inside (brow and chin AUs need both).
 Every image gets a report row: ``ok``, ``no_face``, ``multiple_faces`` (the ``multi_face``
 policy then keeps the largest or the most central face, or skips the image) or ``unreadable``,
 with the reason. Crops are cached per image content and settings, so a re-run reads only what
-changed and never loads a model when nothing did.
+changed and never loads a model when nothing did. ``detect_and_crop`` applies one setting to all
+the rows it is given; ``face_dataset`` calls it once per source, each with its own backend.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from ausynth.configs.faces import DetectionConfig
+from ausynth.tasks.errors import SetupError
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.store import stable_hash
 
@@ -61,8 +63,9 @@ FACE_ALIGNMENT_WEIGHTS = {
 }
 
 
-class WeightsMissingError(RuntimeError):
-    """The face_alignment backend's weights are neither on disk nor downloadable."""
+class WeightsMissingError(SetupError, RuntimeError):
+    """The face_alignment backend's weights are neither on disk nor downloadable (a RuntimeError too,
+    as it was before the UserError family)."""
 
 
 @dataclass
@@ -136,7 +139,8 @@ def _cascade(name: str) -> cv2.CascadeClassifier:
     path = os.path.join(cv2.data.haarcascades, f"haarcascade_{name}.xml")
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
-        raise RuntimeError(f"OpenCV's Haar cascade {path} is missing: OpenCV 5 wheels ship none, use opencv-python<5")
+        raise SetupError(f"OpenCV's Haar cascade {path} is missing: OpenCV 5 wheels ship none; install "
+                         "opencv-python<5 (or set detection.backend: face_alignment)")
     return cascade
 
 
@@ -342,9 +346,17 @@ def settings_key(config: DetectionConfig) -> str:
 
 
 def read_rgb(data: bytes) -> np.ndarray:
-    """Decode any PIL-readable image (palette and 16-bit TIFFs included) as RGB uint8, upright."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    """An image file's bytes as RGB uint8, upright. Pillow reads palette and 16-bit TIFFs and the
+    first frame of a GIF (which older OpenCV builds cannot); OpenCV decodes what Pillow cannot
+    (e.g. JPEG 2000 where Pillow was built without OpenJPEG)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except Exception:
+        decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise  # Pillow's error says more than OpenCV's None
+        return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def _crop_one(image: np.ndarray, faces: list[Face], backend: Backend, config: DetectionConfig) -> Result:
@@ -431,7 +443,9 @@ def _process_batch(paths: list[str], cache: CropCache, config: DetectionConfig,
         try:
             todo.append((i, key, read_rgb(data)))
         except Exception as err:  # PIL raises many types for a broken file; none of them is fatal here
-            results[i] = (Result("unreadable", 0, "", f"cannot decode image: {type(err).__name__}: {err}", None), key)
+            why = ("neither Pillow nor OpenCV knows its format (not an image, or a damaged one)"
+                   if isinstance(err, UnidentifiedImageError) else f"{type(err).__name__}: {err}")
+            results[i] = (Result("unreadable", 0, "", f"cannot decode image: {why}", None), key)
             cache.put(key, results[i][0])
     if todo:
         for (i, key, _), result in zip(todo, _crop_images([image for _, _, image in todo], config, backend)):
@@ -456,10 +470,11 @@ def detect_and_crop(frame: pd.DataFrame, label_columns: list[str], config: Detec
                 if result.crop is not None:
                     crops.append(result.crop)
             bar.update(len(batch))
-    report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+    report = pd.DataFrame(rows, columns=REPORT_COLUMNS).astype({"cropped": bool})
     kept = frame[report["cropped"].to_numpy()].reset_index(drop=True)
     images = np.stack(crops) if crops else np.zeros((0, config.size, config.size, config.channels), dtype=np.uint8)
     summary = report["status"].value_counts().to_dict()
-    log.info("cropped %d of %d images with %s: %s", len(kept), len(report), config.backend, summary)
+    level = logging.INFO if len(kept) == len(report) else logging.WARNING
+    log.log(level, "cropped %d of %d images with %s: %s", len(kept), len(report), config.backend, summary)
     meta = {"detection": {**config.model_dump(mode="json"), "settings_key": settings_key(config)}}
     return ImageSet(images, kept, list(label_columns), meta), report

@@ -25,6 +25,7 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
 from ausynth.configs.faces import SplitConfig
+from ausynth.tasks.errors import DataError
 from ausynth.tasks.imageset import ImageSet
 
 log = logging.getLogger("ausynth")
@@ -34,11 +35,15 @@ MIN_SUBJECTS = 3
 
 
 class LeakageError(RuntimeError):
-    """A subject in two splits: evaluation would measure memorised faces."""
+    """A subject in two splits: evaluation would measure memorised faces. A bug, not a user's error."""
 
 
-class MissingSubjectError(ValueError):
+class MissingSubjectError(DataError):
     """Labelled rows without a subject, and no fallback asked for."""
+
+
+class TooFewSubjectsError(DataError):
+    """Fewer labelled subjects than splits; ``face_dataset`` adds why (no face crops, ...) where it knows."""
 
 
 def subjects(frame: pd.DataFrame, allow_missing: bool) -> pd.Series:
@@ -105,10 +110,13 @@ def split_statistics(frame: pd.DataFrame, label_columns: list[str], assignment: 
 
 def best_split(groups: np.ndarray, labels: pd.DataFrame, config: SplitConfig) -> tuple[np.ndarray, int, float]:
     """Of ``config.draws`` grouped draws, the one with the most even label means; its index and score."""
-    n_subjects = len(np.unique(groups))
-    if n_subjects < MIN_SUBJECTS:
-        raise ValueError(f"an identity split into train/val/test needs at least {MIN_SUBJECTS} subjects, "
-                         f"the labelled data has {n_subjects}")
+    found = np.unique(groups)
+    if len(found) < MIN_SUBJECTS:
+        why = (": no labelled image reached the split" if not len(found) else
+               f" ({', '.join(map(str, found))}): add labelled images of more people, or check the subject column "
+               "or source.subject_regex if these are not the people")
+        raise TooFewSubjectsError(f"an identity split into train/val/test needs at least {MIN_SUBJECTS} subjects, "
+                                  f"the labelled data has {len(found)}{why}")
     seeds = np.random.SeedSequence(config.seed).generate_state(config.draws)
     best: tuple[np.ndarray, int, float] | None = None
     for index, seed in enumerate(seeds):

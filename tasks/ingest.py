@@ -5,22 +5,46 @@ first read into the same raw table (``path``, ``subject``, raw label columns, an
 came from), then normalised by one routine, so every source gets the same checks:
 
 - AU columns named ``AU01``, ``AU1``, ``au_12``, ``AU01_r`` or ``AU01_c`` become ``AU1``,
-  ``AU12``, ...; ``_c`` columns and columns holding only 0/1 are presence, ``_r`` columns and
-  other numeric columns are intensities. OpenFace ``_r`` columns are on FACS' 0-5 scale; a bare
-  intensity column is taken as 0-5 when any value exceeds 1, else as already 0..1. Intensities
-  are stored scaled to 0..1.
+  ``AU12``, ...; ``_c`` columns are presence (0/1), ``_r`` columns intensities on FACS' 0-5
+  scale. A bare column (no suffix) is read from its values (those within 0..5; the others are
+  row problems):
+
+  - only 0 and 1: presence;
+  - values above 1, where exact 1s are less than ``AMBIGUOUS_ONES`` (80%) of the non-zero
+    values: a 0-5 intensity; values within 0..1 only, not all 0/1: an intensity already on
+    0..1 (but on 0..5 when another bare column goes above 1);
+  - 0/1 with a few values above 1 (exact 1s are at least 80% of the non-zero values): ambiguous,
+    an error naming the column and the rows holding values above 1. Read as an intensity, every 1
+    would silently become 0.2; read as presence, the other values would be thrown away. Such a
+    column must be named ``AUxx_c`` (presence) or ``AUxx_r`` (intensity 0-5). Real intensity
+    codings have far fewer exact 1s (the A level), so this does not catch them.
+  - Bare 0/1 columns beside intensity columns are an error too under ``label_type: auto`` (an
+    intensity column of a rare AU can hold only 0 and 1); with ``label_type: au_intensity`` they
+    are read as intensities, with ``au_presence`` as presence.
+
+  AU numbers outside FACS (``FACS_AUS``, e.g. ``AU99``) are ignored with a warning.
+  Intensities are stored scaled to 0..1.
 - Emotions are one-hot float columns ``emotion_<class>`` (names normalised: angry -> anger,
   happy -> happiness, ...), with the text kept in an ``emotion`` column.
 - Valence and arousal stay on [-1, 1].
+- Columns that are neither path, subject nor a label of the type used (``smile``, an emotion
+  column beside AU columns) are logged as ignored and listed in ``Ingested.ignored``.
+
+A manifest is read as UTF-8 (with or without a byte-order mark), else as Windows-1252, else
+Latin-1, with a warning naming the encoding used; UTF-16 with a byte-order mark is read too.
+Missing, empty, binary (e.g. an Excel workbook) or malformed files are errors naming the file.
 
 A row whose label columns are all empty goes to the unlabelled pool. A row that cannot be used
 (no file, a value that is not a number, a label out of range, a duplicate) is left out and
 reported with its row number and the reason; the run goes on and fails only when the share of
-such rows passes ``max_bad_fraction``.
+such rows passes ``max_bad_fraction`` (images that later yield no face crop count against the
+same limit, see ``face_dataset``). A labelled source with no labelled row at all is an error.
 """
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import re
 from dataclasses import dataclass, field
@@ -30,10 +54,22 @@ import numpy as np
 import pandas as pd
 
 from ausynth.configs.faces import FaceDatasetConfig, SourceConfig, UnlabelledConfig
+from ausynth.tasks.errors import DataError
 
 log = logging.getLogger("ausynth")
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+# The image files a folder source (or an OpenFace image_root) is searched for: what Pillow reads
+# (GIFs by their first frame; JPEG 2000 where Pillow was built with OpenJPEG), with OpenCV as a
+# fallback decoder (``detect.read_rgb``).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".pgm", ".ppm", ".pbm", ".pnm", ".jp2")
+# FACS action units (Ekman, Friesen & Hager 2002): face AUs, then head (51-58) and eye (61-64)
+# positions and the visibility codes 69-72. Other numbers (AU3, AU40, AU99) are no AU.
+FACS_AUS = frozenset([1, 2, 4, 5, 6, 7, 8, *range(9, 40), *range(41, 47), *range(51, 59), *range(61, 65),
+                      *range(69, 73)])
+# A bare AU column of 0/1 with values above 1 is ambiguous when exact 1s are at least this share
+# of its non-zero values (see the module docstring).
+AMBIGUOUS_ONES = 0.8
 PATH_COLUMNS = ("path", "file", "filename", "image", "image_path")
 SUBJECT_COLUMNS = ("subject", "subject_id", "identity", "person")
 EMOTION_COLUMNS = ("emotion", "expression")
@@ -48,10 +84,27 @@ REPORT_COLUMNS = ["source", "row", "path", "column", "reason"]
 # Bookkeeping columns of the raw table: the label file and its 1-based line (the header is line
 # 1) a row came from, and the absolute image path ('path' stays as written, for the report).
 SOURCE, ROW, FILE = "_source", "_row", "_file"
+# The manifest's 'section' column: which config section a row came from, so each gets its own
+# detection settings and its own max_bad_fraction budget.
+SECTIONS = ("source", "unlabelled")
+# What a manifest that is no text starts with (the usual mistake: an Excel workbook).
+BINARY_STARTS = {b"PK\x03\x04": "a zip archive or an Excel .xlsx workbook",
+                 b"\xd0\xcf\x11\xe0": "an Excel .xls workbook",
+                 b"%PDF": "a PDF document", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image"}
+ENCODINGS = {"utf-8-sig": "UTF-8", "cp1252": "Windows-1252 (cp1252)", "latin-1": "Latin-1 (ISO-8859-1)"}
 
 
-class IngestError(ValueError):
-    """Too many unusable rows, or labels the pipeline cannot interpret."""
+class IngestError(DataError):
+    """Too many unusable rows, or labels or files the pipeline cannot interpret."""
+
+
+@dataclass
+class Read:
+    """What one config section gave: where it was read from, its rows, and how many were left out."""
+
+    where: str
+    rows: int
+    left_out: int
 
 
 @dataclass
@@ -63,6 +116,8 @@ class Ingested:
     label_type: str
     report: pd.DataFrame
     classes: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)  # column -> why it was not used
+    read: dict[str, Read] = field(default_factory=dict)  # per section ('source', 'unlabelled')
 
 
 @dataclass
@@ -107,10 +162,62 @@ def subject_from_name(names: pd.Series, regex: str | None) -> pd.Series:
     return names.map(lambda p: one(Path(str(p)).name)).astype(object)
 
 
+def _decode(path: Path, data: bytes, what: str) -> str:
+    """The text of a CSV file: UTF-8, else Windows-1252, else Latin-1 (with a warning), or UTF-16
+    with a byte-order mark; a file that is no text at all is an error saying what it looks like."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        log.warning("%s %s is UTF-16 text; read it as such (UTF-8 is the usual encoding for CSV)", what, path)
+        return data.decode("utf-16")
+    kind = next((kind for start, kind in BINARY_STARTS.items() if data.startswith(start)), None)
+    if kind is None and b"\x00" in data[:4096]:
+        odd = data[1:4096:2].count(0) > 0.4 * len(data[1:4096:2])
+        kind = "UTF-16 text without a byte-order mark" if odd else "a binary file"
+    if kind is not None:
+        raise IngestError(f"{what} {path} is not CSV text: it seems to be {kind}. Save it as 'CSV UTF-8' "
+                          "(comma-separated values) and point the config at that file.")
+    for encoding, name in ENCODINGS.items():
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if encoding != "utf-8-sig":
+            log.warning("%s %s is not UTF-8; read it as %s. If names or labels look wrong, save it as UTF-8.",
+                        what, path, name)
+        return text
+    raise AssertionError("Latin-1 decodes any bytes")
+
+
+def read_csv_table(path: Path, what: str = "manifest") -> pd.DataFrame:
+    """A CSV file as a table of text values; a missing, empty, binary or malformed file is an error
+    naming it."""
+    path = Path(path)
+    if not path.is_file():
+        place = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        state = "is a folder, not a CSV file" if path.is_dir() else "does not exist"
+        raise IngestError(f"{what} {path}{place} {state}: check the path in the config")
+    data = path.read_bytes()
+    if not data.strip():
+        raise IngestError(f"{what} {path} is empty ({len(data)} bytes): it needs a header line "
+                          "(e.g. path,subject,AU01,AU02) and one row per image")
+    try:
+        table = pd.read_csv(io.StringIO(_decode(path, data, what)), dtype=str, keep_default_na=False,
+                            skipinitialspace=True, index_col=False)
+    except pd.errors.EmptyDataError as err:
+        raise IngestError(f"{what} {path} holds no CSV header: it needs a header line (e.g. path,subject,AU01) "
+                          "and one row per image") from err
+    except pd.errors.ParserError as err:
+        raise IngestError(f"{what} {path} is not a well-formed CSV: {str(err).strip()}. Every row needs as many "
+                          "comma-separated fields as the header.") from err
+    table.columns = [str(c).strip() for c in table.columns]
+    if table.empty:
+        raise IngestError(f"{what} {path} has a header ({', '.join(table.columns)}) but no rows: "
+                          "add one row per image")
+    return table
+
+
 def read_manifest(path: Path, image_root: Path | None, subject_regex: str | None) -> pd.DataFrame:
     """A CSV manifest as a raw table; every value is kept as text until it is checked."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    table.columns = [c.strip() for c in table.columns]
+    table = read_csv_table(path)
     path_column = _pick(list(table.columns), PATH_COLUMNS)
     if path_column is None:
         raise IngestError(f"{path}: no image path column; expected one of {list(PATH_COLUMNS)}, "
@@ -137,11 +244,23 @@ def _images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def _no_images(folder: Path) -> IngestError:
+    """'No images in <folder>', with the kinds of file that are there instead."""
+    others = pd.Series([p.suffix.lower() or "(no extension)" for p in folder.rglob("*") if p.is_file()])
+    kinds = ", ".join(f"{kind} ({n})" for kind, n in others.value_counts().head(5).items())
+    plural = "s" if len(others) > 1 else ""
+    found = f"; it holds {len(others)} other file{plural}: {kinds}" if len(others) else "; it is empty"
+    return IngestError(f"no images found in {folder} (looked for {', '.join(IMAGE_EXTENSIONS)}, in it and its "
+                       f"sub-folders){found}")
+
+
 def read_folder(folder: Path, subject_regex: str | None) -> pd.DataFrame:
     """Images under ``folder``; the first sub-folder of each is its emotion, files at the top are unlabelled."""
     if not folder.is_dir():
         raise IngestError(f"image folder {folder} does not exist")
     files = _images_under(folder)
+    if not files:
+        raise _no_images(folder)
     relative = [f.relative_to(folder) for f in files]
     raw = pd.DataFrame({"path": [str(r) for r in relative]})
     raw.insert(1, "subject", subject_from_name(raw["path"], subject_regex))
@@ -153,8 +272,7 @@ def read_folder(folder: Path, subject_regex: str | None) -> pd.DataFrame:
 
 
 def _read_openface_csv(path: Path) -> pd.DataFrame:
-    table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    table.columns = [c.strip() for c in table.columns]
+    table = read_csv_table(path, "OpenFace CSV")
     table[SOURCE] = path.name
     table[ROW] = np.arange(len(table)) + 2
     return table
@@ -223,26 +341,91 @@ def _numbers(raw: pd.DataFrame, column: str, problems: _Problems) -> pd.Series:
     return values
 
 
-def _au_columns(values: dict[str, pd.Series]) -> list[_AU]:
+def _au_number(column: str) -> tuple[int, str]:
+    """The AU number and suffix ('c', 'r' or '') of an AU column's name."""
+    match = AU_HEADER.match(column.strip())
+    return int(match.group(1)), (match.group(2) or "").lower()
+
+
+def _rows(raw: pd.DataFrame, mask: pd.Series, most: int = 5) -> str:
+    """'rows 14, 57, 203 and 4 more': the file lines where ``mask`` holds (with the file, if several)."""
+    picked = raw.loc[mask[mask].index]
+    several = raw[SOURCE].nunique() > 1
+    names = [f"{source} row {row:g}" if several else f"{row:g}" for source, row in zip(picked[SOURCE], picked[ROW])]
+    text = ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+    return text if several else f"row{'s' if len(names) > 1 else ''} {text}"
+
+
+def _bare_kind(values: pd.Series) -> str:
+    """How an AU column without _c/_r reads: 'empty', 'presence' (only 0 and 1), 'intensity'
+    (0..1 or 0..5), or 'ambiguous' (0/1 with a few values above 1: see the module docstring)."""
+    usable = values[values.between(0, INTENSITY_MAX)]
+    if usable.empty:
+        return "empty"
+    if usable.isin([0.0, 1.0]).all():
+        return "presence"
+    positive = usable[usable > 0]
+    if (usable > 1).any() and (positive == 1).mean() >= AMBIGUOUS_ONES:
+        return "ambiguous"
+    return "intensity"
+
+
+def _ambiguous_error(raw: pd.DataFrame, values: dict[str, pd.Series], columns: list[str], where: str) -> IngestError:
+    parts = []
+    for column in columns:
+        above = values[column].between(1, INTENSITY_MAX, inclusive="right")
+        odd = ", ".join(f"{v:g}" for v in sorted(values[column][above].unique()))
+        parts.append(f"column {column!r} holds 0 and 1, but {_rows(raw, above)} hold {odd}")
+    number = _au_number(columns[0])[0]
+    return IngestError(
+        f"{where}: mixed scales: {'; '.join(parts)}. Presence (0/1) with stray values, or an intensity on "
+        f"0-5 where 1 means 0.2? Rename {'the column' if len(columns) == 1 else 'each column'}: "
+        f"'AU{number:02d}_c' if it holds presence (values other than 0/1 are then reported as bad rows) or "
+        f"'AU{number:02d}_r' if it holds intensities on FACS' 0-5 scale."
+    )
+
+
+def _au_columns(raw: pd.DataFrame, values: dict[str, pd.Series], label_type: str, where: str) -> list[_AU]:
     """Which columns are AUs, of which kind and scale (from the values that parse as numbers)."""
-    found: list[_AU] = []
+    kinds = {}
     for column, column_values in values.items():
-        match = AU_HEADER.match(column.strip())
-        if not match:
-            continue
-        number, suffix = int(match.group(1)), (match.group(2) or "").lower()
-        if suffix == "c" or (not suffix and column_values.dropna().isin([0.0, 1.0]).all()):
-            au = _AU(number, column, "presence", 1.0)
-        else:
-            au = _AU(number, column, "intensity", INTENSITY_MAX if suffix == "r" else 0.0)
+        suffix = _au_number(column)[1]
+        kinds[column] = {"c": "presence", "r": "intensity"}.get(suffix) or _bare_kind(column_values)
+    ambiguous = [column for column, kind in kinds.items() if kind == "ambiguous"]
+    if ambiguous:
+        raise _ambiguous_error(raw, values, ambiguous, where)
+    bare = [column for column in kinds if not _au_number(column)[1]]
+    binary = [column for column in bare if kinds[column] == "presence"]
+    intensity = [column for column, kind in kinds.items() if kind == "intensity"]
+    if binary and intensity and label_type == "auto":
+        number = _au_number(binary[0])[0]
+        raise IngestError(
+            f"{where}: AU column{'s' if len(binary) > 1 else ''} {', '.join(binary)} "
+            f"hold{'' if len(binary) > 1 else 's'} only 0 and 1 while {', '.join(intensity)} "
+            f"hold{'' if len(intensity) > 1 else 's'} intensities: presence labels beside intensities, or "
+            "intensity columns where no value passes 1? "
+            f"Name presence columns AUxx_c and intensity columns AUxx_r (e.g. {binary[0]!r} -> 'AU{number:02d}_c' "
+            f"or 'AU{number:02d}_r'), or set label_type: au_presence (intensities then count as present from "
+            "presence_threshold) or au_intensity (every AU column is read as an intensity)."
+        )
+    for column in bare:
+        if label_type == "au_intensity" or (kinds[column] == "empty" and intensity):
+            kinds[column] = "intensity"
+        elif kinds[column] == "empty":
+            kinds[column] = "presence"
+    # bare intensities share one scale: 0..5 as soon as one of them passes 1
+    bare_max = max((values[c].where(values[c] <= INTENSITY_MAX).max() for c in bare if kinds[c] == "intensity"),
+                   default=0.0)
+    found: list[_AU] = []
+    for column, kind in kinds.items():
+        number, suffix = _au_number(column)
+        scale = 1.0 if kind == "presence" else INTENSITY_MAX if suffix == "r" or bare_max > 1 else 1.0
+        au = _AU(number, column, kind, scale)
         twin = next((other for other in found if (other.number, other.kind) == (au.number, au.kind)), None)
         if twin is not None:
-            raise IngestError(f"columns {twin.column!r} and {column!r} both give AU{number} {au.kind}: keep one")
+            raise IngestError(f"{where}: columns {twin.column!r} and {column!r} both give AU{number} {au.kind}: "
+                              "keep one")
         found.append(au)
-    bare = [au for au in found if au.scale == 0.0]
-    bare_max = max((values[au.column].where(values[au.column] <= INTENSITY_MAX).max() for au in bare), default=0.0)
-    for au in bare:
-        au.scale = INTENSITY_MAX if bare_max > 1 else 1.0
     return found
 
 
@@ -301,9 +484,12 @@ def _detect_label_type(aus: list[_AU], emotion: str | None, va: list[str], where
         return "emotion"
     if va:
         return "valence_arousal"
+    not_facs = [c for c in columns if AU_HEADER.match(c.strip()) and _au_number(c)[0] not in FACS_AUS]
     raise IngestError(
         f"{where}: no label columns; expected AU columns (AU1, AU01, AU01_r, AU01_c), 'emotion' or "
-        f"'valence'/'arousal', found {columns}. A source with no labels at all belongs under 'unlabelled:'"
+        f"'valence'/'arousal', found {columns}"
+        + (f" ({', '.join(not_facs)}: no FACS action unit numbers)" if not_facs else "")
+        + ". A source with no labels at all belongs under 'unlabelled:'"
     )
 
 
@@ -313,8 +499,9 @@ def _labels(raw: pd.DataFrame, config: FaceDatasetConfig, problems: _Problems,
     columns = [c for c in raw.columns if c not in ("path", "subject", SOURCE, ROW, FILE)]
     emotion = _pick(columns, EMOTION_COLUMNS)
     va = [c for c in columns if c.lower() in VA_COLUMNS]
-    numeric = [c for c in columns if AU_HEADER.match(c.strip())] + va
-    aus = _au_columns({c: pd.to_numeric(raw[c], errors="coerce") for c in numeric})
+    facs = [c for c in columns if AU_HEADER.match(c.strip()) and _au_number(c)[0] in FACS_AUS]
+    aus = [] if config.label_type in ("emotion", "valence_arousal") else _au_columns(
+        raw, {c: pd.to_numeric(raw[c], errors="coerce") for c in facs}, config.label_type, where)
     label_type = config.label_type if config.label_type != "auto" else _detect_label_type(aus, emotion, va, where,
                                                                                           columns)
     if label_type in ("au_presence", "au_intensity"):
@@ -335,6 +522,28 @@ def _labels(raw: pd.DataFrame, config: FaceDatasetConfig, problems: _Problems,
     return pd.DataFrame(labels, index=raw.index, dtype=float), label_type, [], None
 
 
+def _ignored(raw: pd.DataFrame, label_columns: list[str], label_type: str, other_columns: bool) -> dict[str, str]:
+    """The columns that gave no label, and why; columns that are not label-like only when
+    ``other_columns`` (OpenFace CSVs hold hundreds of landmark and pose columns by design)."""
+    ignored = {}
+    emotion = _pick(list(raw.columns), EMOTION_COLUMNS)
+    for column in raw.columns:
+        if column in ("path", "subject", SOURCE, ROW, FILE):
+            continue
+        if AU_HEADER.match(column.strip()):
+            number = _au_number(column)[0]
+            if number not in FACS_AUS:
+                ignored[column] = f"AU{number} is not a FACS action unit"
+            elif f"AU{number}" not in label_columns:
+                ignored[column] = f"not used for label_type {label_type}"
+        elif column == emotion or column.lower() in VA_COLUMNS:
+            if label_type != ("emotion" if column == emotion else "valence_arousal"):
+                ignored[column] = f"a label of another type; label_type is {label_type}"
+        elif other_columns:
+            ignored[column] = "not a path, subject or label column"
+    return ignored
+
+
 def _file_problems(raw: pd.DataFrame, problems: _Problems) -> None:
     """Rows without a file, or repeating an earlier row's file, are problems."""
     text = raw["path"].astype(str).str.strip()
@@ -349,17 +558,23 @@ def _file_problems(raw: pd.DataFrame, problems: _Problems) -> None:
 
 
 def _finish(raw: pd.DataFrame, labels: pd.DataFrame, problems: _Problems,
-            label_text: pd.Series | None) -> pd.DataFrame:
-    """Drop reported rows; tag the rest labelled or unlabelled."""
+            label_text: pd.Series | None, section: str) -> pd.DataFrame:
+    """Drop reported rows; tag the rest labelled or unlabelled, and with the config section they came from."""
     keep = ~raw.index.isin(list(problems.bad_index))
     frame = pd.DataFrame({"path": raw[FILE], "subject": raw["subject"].astype(object)}, index=raw.index)
     frame["subject"] = frame["subject"].where(frame["subject"].notna(), None)
     frame["origin"] = np.where(labels.notna().any(axis=1), "labelled", "unlabelled")
     frame["source"] = raw[SOURCE]
+    frame["section"] = section
     if label_text is not None:
         frame["emotion"] = label_text
     frame = pd.concat([frame, labels], axis=1)
     return frame[keep].reset_index(drop=True)
+
+
+def _first_problems(report: pd.DataFrame, most: int = 5) -> str:
+    return "; ".join(f"{r.source} row {r.row} ({r.path}): {r.column}: {r.reason}" if pd.notna(r.row)
+                     else f"{r.path}: {r.column}: {r.reason}" for r in report.head(most).itertuples())
 
 
 def _close(where: str, frame: pd.DataFrame, problems: _Problems, total: int, limit: float) -> pd.DataFrame:
@@ -372,13 +587,27 @@ def _close(where: str, frame: pd.DataFrame, problems: _Problems, total: int, lim
              counts.get("labelled", 0), counts.get("unlabelled", 0), bad, by_column or "")
     share = bad / max(total, 1)
     if share > limit:
-        first = "; ".join(f"{r.source} row {r.row} ({r.path}): {r.column}: {r.reason}"
-                          for r in report.head(5).itertuples())
         raise IngestError(
             f"{where}: {bad} of {total} rows ({share:.1%}) are unusable, more than max_bad_fraction "
-            f"{limit:.1%}. First problems: {first}"
+            f"{limit:.1%}. First problems: {_first_problems(report)}"
         )
     return report
+
+
+def _no_labelled_rows(where: str, config: FaceDatasetConfig, total: int, frame: pd.DataFrame, report: pd.DataFrame,
+                      label_sources: list[str]) -> IngestError:
+    """Why a labelled source gave no labelled row: its label columns are empty, or its labelled rows were bad."""
+    left_out = total - len(frame)
+    if config.source.folder is not None:
+        empty = (f"all {len(frame)} usable images sit directly in {where}; put them in sub-folders named for "
+                 "their emotion (e.g. happy/, neutral/)")
+    else:
+        empty = f"{len(frame)} have every label column ({', '.join(label_sources)}) empty"
+    bad = f", {left_out} were left out ({_first_problems(report, 3)})" if left_out else ""
+    return IngestError(
+        f"{where}: none of its {total} rows has a usable label: {empty}{bad}. A labelled source needs labelled "
+        "rows; a set of images without labels belongs under 'unlabelled:'."
+    )
 
 
 def _read_source(source: SourceConfig) -> tuple[pd.DataFrame, str]:
@@ -405,13 +634,21 @@ def ingest_labelled(config: FaceDatasetConfig) -> Ingested:
     _file_problems(raw, problems)
     _openface_success(raw, problems)
     labels, label_type, classes, text = _labels(raw, config, problems, where)
-    frame = _finish(raw, labels, problems, text)
+    ignored = _ignored(raw, list(labels.columns), label_type, other_columns=config.source.openface is None)
+    if ignored:
+        log.warning("%s: ignored column(s) %s", where, "; ".join(f"{c!r} ({why})" for c, why in ignored.items()))
+    frame = _finish(raw, labels, problems, text, "source")
     report = _close(where, frame, problems, len(raw), config.max_bad_fraction)
-    return Ingested(frame, list(labels.columns), label_type, report, classes)
+    if not (frame["origin"] == "labelled").any():
+        label_sources = [c for c in raw.columns if c not in ("path", "subject", SOURCE, ROW, FILE, *ignored)]
+        raise _no_labelled_rows(where, config, len(raw), frame, report, label_sources)
+    read = {"source": Read(where, len(raw), len(raw) - len(frame))}
+    return Ingested(frame, list(labels.columns), label_type, report, classes, ignored, read)
 
 
-def ingest_unlabelled(config: UnlabelledConfig, max_bad_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A separate unlabelled pool: ``path``, ``subject``, ``origin`` and ``source`` per row, and the report."""
+def ingest_unlabelled(config: UnlabelledConfig, max_bad_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, Read]:
+    """A separate unlabelled pool: ``path``, ``subject``, ``origin``, ``source`` and ``section`` per row,
+    the report, and the counts."""
     if config.manifest is not None:
         raw, where = read_manifest(Path(config.manifest), config.image_root, config.subject_regex), str(config.manifest)
     else:
@@ -420,8 +657,9 @@ def ingest_unlabelled(config: UnlabelledConfig, max_bad_fraction: float) -> tupl
         raw = raw.head(config.limit)
     problems = _Problems()
     _file_problems(raw, problems)
-    frame = _finish(raw, pd.DataFrame(index=raw.index), problems, None)
-    return frame, _close(where, frame, problems, len(raw), max_bad_fraction)
+    frame = _finish(raw, pd.DataFrame(index=raw.index), problems, None, "unlabelled")
+    report = _close(where, frame, problems, len(raw), max_bad_fraction)
+    return frame, report, Read(where, len(raw), len(raw) - len(frame))
 
 
 def ingest(config: FaceDatasetConfig) -> Ingested:
@@ -429,10 +667,11 @@ def ingest(config: FaceDatasetConfig) -> Ingested:
     result = ingest_labelled(config)
     if config.unlabelled is None:
         return result
-    pool, report = ingest_unlabelled(config.unlabelled, config.max_bad_fraction)
+    pool, report, read = ingest_unlabelled(config.unlabelled, config.max_bad_fraction)
     known = set(result.frame["path"])
     pool = pool[~pool["path"].isin(known)]
     frame = pd.concat([result.frame, pool], ignore_index=True)
     frame[result.label_columns] = frame[result.label_columns].astype(float)
-    return Ingested(frame, result.label_columns, result.label_type,
-                    pd.concat([result.report, report], ignore_index=True), result.classes)
+    report = pd.concat([result.report, report], ignore_index=True)
+    return Ingested(frame, result.label_columns, result.label_type, report, result.classes, result.ignored,
+                    {**result.read, "unlabelled": read})

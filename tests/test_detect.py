@@ -174,3 +174,42 @@ def test_face_alignment_loads_local_weights_uncompiled(tmp_path, monkeypatch):
     backend = detect.make_backend(DetectionConfig(backend="face_alignment", weights_dir=tmp_path / "w"))
     assert type(backend.model.face_alignment_net) is FAN  # not wrapped by torch.compile
     assert not (tmp_path / "hub").exists()
+
+
+def test_every_listed_format_is_decoded(tmp_path):
+    """Each extension the ingest stage looks for decodes to RGB (GIF: its first frame)."""
+    from ausynth.tasks.ingest import IMAGE_EXTENSIONS
+
+    gray = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))
+    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF",
+               ".tiff": "TIFF", ".webp": "WEBP", ".pgm": "PPM", ".ppm": "PPM", ".pbm": "PPM", ".pnm": "PPM",
+               ".jp2": "JPEG2000"}
+    assert set(IMAGE_EXTENSIONS) == set(formats)
+    for extension, name in formats.items():
+        image = Image.fromarray(gray).convert("1" if extension == ".pbm" else "RGB" if extension == ".ppm" else "L")
+        path = tmp_path / f"a{extension}"
+        image.save(path, format=name)
+        rgb = detect.read_rgb(path.read_bytes())
+        assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8, extension
+    frames = [Image.fromarray(np.full((16, 16), v, dtype=np.uint8)) for v in (30, 220)]
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:])
+    assert detect.read_rgb((tmp_path / "moving.gif").read_bytes()).max() < 60  # the first frame
+
+
+def test_opencv_decodes_what_pillow_cannot(tmp_path, monkeypatch):
+    Image.fromarray(np.full((10, 12, 3), (200, 10, 10), dtype=np.uint8)).save(tmp_path / "a.png")
+
+    def broken(*args, **kwargs):
+        raise OSError("no decoder")
+
+    monkeypatch.setattr(detect.Image, "open", broken)
+    rgb = detect.read_rgb((tmp_path / "a.png").read_bytes())
+    assert rgb.shape == (10, 12, 3) and tuple(rgb[0, 0]) == (200, 10, 10)
+    with pytest.raises(OSError, match="no decoder"):
+        detect.read_rgb(b"neither can read this")
+
+
+def test_missing_weights_is_a_setup_error():
+    from ausynth.tasks.errors import SetupError
+
+    assert issubclass(WeightsMissingError, SetupError) and issubclass(WeightsMissingError, RuntimeError)

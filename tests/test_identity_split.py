@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from ausynth.configs.faces import SplitConfig
-from ausynth.tasks.identity_split import (LeakageError, MissingSubjectError, check_no_leakage, draw, imbalance,
-                                          split_by_identity)
+from ausynth.tasks.errors import DataError
+from ausynth.tasks.identity_split import (LeakageError, MissingSubjectError, TooFewSubjectsError, check_no_leakage,
+                                          draw, imbalance, split_by_identity)
 from ausynth.tasks.imageset import ImageSet
 
 
@@ -85,9 +86,17 @@ def test_unlabelled_faces_of_held_out_subjects_leave_the_pool():
     assert sets["unlabelled"].meta["split"]["unlabelled_dropped"] == len(held_out)
 
 
-def test_too_few_subjects():
-    with pytest.raises(ValueError, match="at least 3 subjects"):
+def test_too_few_subjects_are_named():
+    with pytest.raises(TooFewSubjectsError, match=r"at least 3 subjects, the labelled data has 2 \(s00, s01\): add"):
         split_by_identity(_crops(n_subjects=2), SplitConfig())
+    with pytest.raises(TooFewSubjectsError, match="has 0: no labelled image reached the split"):
+        split_by_identity(_crops(n_subjects=0), SplitConfig())
+
+
+def test_user_errors_and_the_bug_check_belong_to_their_families():
+    assert issubclass(MissingSubjectError, DataError) and issubclass(TooFewSubjectsError, DataError)
+    assert issubclass(TooFewSubjectsError, ValueError)  # as the plain ValueError it replaced
+    assert issubclass(LeakageError, RuntimeError) and not issubclass(LeakageError, DataError)
 
 
 def test_emotion_shares_are_balanced_like_au_prevalence():

@@ -179,3 +179,169 @@ def test_two_columns_for_one_au_is_an_error(tmp_path):
     _images(tmp_path, ["a.png"])
     with pytest.raises(IngestError, match="'AU1' and 'AU01' both give AU1 presence"):
         ingest(_manifest(tmp_path, "path,subject,AU1,AU01\na.png,s1,1,1\n"))
+
+
+# ----------------------------------------------------------------------------- scales, ignored columns
+
+def _rows_csv(tmp_path: Path, header: str, rows: list[str]) -> FaceDatasetConfig:
+    names = [f"i{i}.png" for i in range(len(rows))]
+    _images(tmp_path, names)
+    text = header + "\n" + "".join(f"{name},s{i % 5},{row}\n" for i, (name, row) in enumerate(zip(names, rows)))
+    return _manifest(tmp_path, text)
+
+
+def test_presence_column_with_a_few_values_above_1_is_an_error_naming_column_and_rows(tmp_path):
+    # AU12: 0/1 with two 3s (lines 5 and 12); read as 0-5 every 1 would become 0.2
+    values = ["1", "0", "1", "3", "1", "0", "1", "1", "1", "1", "3", "1", "1", "0", "1", "1"]
+    config = _rows_csv(tmp_path, "path,subject,AU01,AU12", [f"{i % 2},{v}" for i, v in enumerate(values)])
+    with pytest.raises(IngestError) as info:
+        ingest(config)
+    message = str(info.value)
+    assert "labels.csv" in message and "'AU12'" in message and "rows 5, 12 hold 3" in message
+    assert "'AU12_c'" in message and "'AU12_r'" in message and "AU01" not in message
+
+
+def test_suffix_settles_the_ambiguous_column(tmp_path):
+    values = ["1", "0", "1", "3", "1", "0", "1", "1", "1", "1"]
+    config = _rows_csv(tmp_path, "path,subject,AU12_c", values)
+    config = config.model_copy(update={"max_bad_fraction": 0.5})
+    result = ingest(config)
+    assert result.label_type == "au_presence" and len(result.frame) == 9
+    assert result.report.loc[0, "reason"] == "3 is not a presence label (0 or 1)" and result.report.loc[0, "row"] == 5
+    (tmp_path / "labels.csv").write_text((tmp_path / "labels.csv").read_text().replace("AU12_c", "AU12_r"))
+    result = ingest(config)
+    assert result.label_type == "au_intensity"
+    np.testing.assert_allclose(result.frame["AU12"].head(4), [0.2, 0.0, 0.2, 0.6])
+
+
+def test_integer_intensities_with_many_ones_stay_intensities(tmp_path):
+    # a DISFA-like 0-5 coding: level 1 common, but a third of the non-zero values above 1
+    values = ["0", "1", "1", "2", "0", "1", "3", "1", "5", "1", "0", "2"]
+    result = ingest(_rows_csv(tmp_path, "path,subject,AU12", values))
+    assert result.label_type == "au_intensity"
+    np.testing.assert_allclose(result.frame["AU12"].head(4), [0.0, 0.2, 0.2, 0.4])
+
+
+def test_bare_presence_beside_intensities_needs_a_decision(tmp_path):
+    rows = ["1,0", "0,2", "1,5", "0,3", "1,0"]
+    config = _rows_csv(tmp_path, "path,subject,AU01,AU12", rows)
+    with pytest.raises(IngestError, match=r"AU column AU01 holds only 0 and 1 while AU12 holds intensities.*AU01_c"):
+        ingest(config)
+    result = ingest(config.model_copy(update={"label_type": "au_intensity"}))
+    assert result.label_columns == ["AU1", "AU12"]
+    np.testing.assert_allclose(result.frame[["AU1", "AU12"]].head(2), [[0.2, 0.0], [0.0, 0.4]])
+    presence = ingest(config.model_copy(update={"label_type": "au_presence"}))
+    assert presence.frame["AU12"].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_unknown_columns_are_logged_and_listed(tmp_path, caplog):
+    config = _rows_csv(tmp_path, "path,subject,AU01,AU99,smile,emotion", ["1,1,yes,happy", "0,0,no,sad"])
+    with caplog.at_level("WARNING", logger="ausynth"):
+        result = ingest(config)
+    assert result.label_columns == ["AU1"]
+    assert result.ignored == {"AU99": "AU99 is not a FACS action unit",
+                              "smile": "not a path, subject or label column",
+                              "emotion": "a label of another type; label_type is au_presence"}
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "labels.csv: ignored column(s) 'AU99' (AU99 is not a FACS action unit); 'smile'" in warning
+
+
+def test_only_non_facs_au_columns_is_no_label(tmp_path):
+    with pytest.raises(IngestError, match=r"no label columns.*AU99: no FACS action unit numbers"):
+        ingest(_rows_csv(tmp_path, "path,subject,AU99", ["1", "0"]))
+
+
+def test_label_columns_all_empty_is_an_error_naming_them(tmp_path):
+    with pytest.raises(IngestError) as info:
+        ingest(_rows_csv(tmp_path, "path,subject,AU01,AU12", [",", ",", ","]))
+    assert str(info.value).startswith(f"{tmp_path / 'labels.csv'}: none of its 3 rows has a usable label: 3 have "
+                                      "every label column (AU01, AU12) empty")
+
+
+# ----------------------------------------------------------------------------- files that cannot be read
+
+def test_missing_empty_and_header_only_manifests_name_the_file(tmp_path):
+    config = FaceDatasetConfig(source={"manifest": tmp_path / "labels.csv"})
+    with pytest.raises(IngestError, match=f"manifest {tmp_path / 'labels.csv'} does not exist"):
+        ingest(config)
+    (tmp_path / "labels.csv").write_bytes(b"")
+    with pytest.raises(IngestError, match=r"labels.csv is empty \(0 bytes\)"):
+        ingest(config)
+    (tmp_path / "labels.csv").write_text("path,subject,AU01\n")
+    with pytest.raises(IngestError, match=r"labels.csv has a header \(path, subject, AU01\) but no rows"):
+        ingest(config)
+
+
+def test_manifest_encodings(tmp_path, caplog):
+    _images(tmp_path, ["a.png", "b.png"])
+    text = "path,subject,emotion\na.png,José,happy\nb.png,Zoë,sad\n"
+    config = FaceDatasetConfig(source={"manifest": tmp_path / "labels.csv"})
+    for encoding in ("utf-8", "utf-8-sig", "utf-16", "cp1252"):
+        (tmp_path / "labels.csv").write_bytes(text.encode(encoding))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ausynth"):
+            result = ingest(config)
+        assert result.frame["subject"].tolist() == ["José", "Zoë"], encoding
+        warned = " ".join(r.getMessage() for r in caplog.records)
+        assert ("Windows-1252" in warned) == (encoding == "cp1252") and ("UTF-16" in warned) == (encoding == "utf-16")
+    (tmp_path / "labels.csv").write_bytes(b"PK\x03\x04" + bytes(200))
+    with pytest.raises(IngestError, match="not CSV text: it seems to be a zip archive or an Excel .xlsx workbook"):
+        ingest(config)
+    (tmp_path / "labels.csv").write_bytes(text.encode("utf-16-le"))
+    with pytest.raises(IngestError, match="UTF-16 text without a byte-order mark"):
+        ingest(config)
+
+
+def test_malformed_manifest_names_the_file_and_line(tmp_path):
+    _images(tmp_path, ["a.png"])
+    with pytest.raises(IngestError, match=r"labels.csv is not a well-formed CSV: .*line 3"):
+        ingest(_manifest(tmp_path, "path,subject,AU01\na.png,s1,1\na.png,s1,1,4,5\n"))
+
+
+def test_empty_folder_says_what_was_looked_for(tmp_path):
+    (tmp_path / "faces" / "happy").mkdir(parents=True)
+    (tmp_path / "faces" / "happy" / "a.heic").write_bytes(b"x")
+    with pytest.raises(IngestError) as info:
+        ingest(FaceDatasetConfig(source={"folder": tmp_path / "faces"}))
+    message = str(info.value)
+    assert message.startswith(f"no images found in {tmp_path / 'faces'} (looked for .jpg, .jpeg, .png, .bmp, .gif")
+    assert "it holds 1 other file: .heic (1)" in message
+
+
+def test_gif_folder_is_found(tmp_path):
+    for i, emotion in enumerate(["happy", "sad", "happy"]):
+        (tmp_path / "faces" / emotion).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(tmp_path / "faces" / emotion / f"S{i}_x.gif")
+    result = ingest(FaceDatasetConfig(source={"folder": tmp_path / "faces", "subject_regex": r"^(S\d)_"}))
+    assert len(result.frame) == 3 and result.classes == ["happiness", "sadness"]
+    assert (result.frame["section"] == "source").all() and result.read["source"].rows == 3
+
+
+def test_ckplus_binary_aus_are_presence_and_the_emotion_column_is_reported():
+    from conftest import shared_data
+
+    ckplus = shared_data("ckplus-au-dev")
+    result = ingest(FaceDatasetConfig(source={"manifest": ckplus / "labels.csv"}))
+    assert result.label_type == "au_presence" and len(result.label_columns) == 24 and result.report.empty
+    assert result.ignored == {"emotion": "a label of another type; label_type is au_presence"}
+
+
+def test_ckplus_with_a_few_intensities_mixed_in_is_refused(tmp_path):
+    from conftest import shared_data
+
+    ckplus = shared_data("ckplus-au-dev")
+    frame = pd.read_csv(ckplus / "labels.csv", dtype=str)
+    frame["path"] = [str(ckplus / p) for p in frame["path"]]
+    ones = frame.index[frame["AU12"] == "1"]
+    frame.loc[ones[[3, 10]], "AU12"] = "4"  # two stray values among many presence 1s
+    frame.to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(IngestError) as info:
+        ingest(FaceDatasetConfig(source={"manifest": tmp_path / "labels.csv"}))
+    rows = ", ".join(str(i + 2) for i in ones[[3, 10]])
+    assert f"column 'AU12' holds 0 and 1, but rows {rows} hold 4" in str(info.value)
+
+
+def test_ingest_errors_are_data_errors():
+    from ausynth.tasks.errors import DataError
+
+    assert issubclass(IngestError, DataError) and issubclass(IngestError, ValueError)
