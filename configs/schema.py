@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PositiveInt, field_validator, model_validator
+from pydantic import AfterValidator, Field, PositiveInt, field_validator, model_validator
 
 from ausynth.configs.faces import FaceDatasetConfig
 from ausynth.configs.generator import GeneratorConfig
@@ -17,6 +17,16 @@ from ausynth.configs.section import Section
 
 Strategy = Literal["supervised", "upsample", "pseudo_label", "generator"]
 STRATEGIES: tuple[str, ...] = ("supervised", "upsample", "pseudo_label", "generator")
+MAX_SEED = 2**32 - 1  # numpy's np.random.seed accepts 0..2**32-1; checked here, not at the first training
+
+
+def _check_seed(value: int) -> int:
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"a seed must be between 0 and {MAX_SEED} (2**32-1, numpy's limit)")
+    return value
+
+
+Seed = Annotated[int, AfterValidator(_check_seed)]
 
 
 class ToyDatasetConfig(Section):
@@ -32,7 +42,7 @@ class ToyDatasetConfig(Section):
     digits: Literal["sklearn", "mnist"] = "sklearn"
     mnist_path: Path | None = None
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _mnist_needs_path(self) -> "ToyDatasetConfig":
@@ -72,7 +82,9 @@ class PseudoLabelConfig(Section):
 class ExperimentConfig(Section):
     name: str = "experiment"
     experiment: str = "ausynth"
-    seeds: Annotated[list[int], Field(min_length=1)] = [0, 1, 2, 3, 4]
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0, 1, 2, 3, 4]
+    # 'cuda' on a machine without a GPU is refused by loader.check_runtime, not here, so that a
+    # GPU config still loads and validates its keys on a laptop.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workspace: Path = Path("workspace")
     dataset: Annotated[ToyDatasetConfig | FaceDatasetConfig, Field(discriminator="kind")] = ToyDatasetConfig()

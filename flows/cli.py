@@ -5,27 +5,42 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ausynth.configs.loader import ConfigError, builtin_config_dir, load_config
-from ausynth.tasks.tracking import TrackingUnavailable
+from ausynth.configs.loader import builtin_config_dir, check_runtime, load_config
+from ausynth.tasks.errors import UserError
 
 console = Console(width=max(Console().width, 110))
+err_console = Console(stderr=True, width=max(Console(stderr=True).width, 110))
+DEBUG_HINT = "run with --debug (or AUSYNTH_DEBUG=1) for the traceback"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ausynth", description=__doc__)
+    debug_help = "show full tracebacks and all of Prefect's logs for errors (also: AUSYNTH_DEBUG=1)"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = (("run", "run the comparison flow"), ("train-generator", "train the config's generator alone"),
-                ("prepare", "build the config's dataset alone"), ("validate", "check a config and print it"))
+                ("prepare", "build the config's dataset alone"),
+                ("validate", "check a config, and that this machine can run it"))
     for name, help_text in commands:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("config", help="a YAML path or a built-in config name (see `ausynth configs`)")
         cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="override one setting, e.g. --set classifier.max_epochs=5 (repeatable)")
+        # accepted after the command too; SUPPRESS keeps a global --debug from being reset to False
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+        if name == "validate":
+            cmd.add_argument("--show", action="store_true", help="print the resolved config as YAML")
     sub.add_parser("configs", help="list the built-in configs")
     return parser
 
@@ -46,42 +61,105 @@ def _print_table(result) -> None:
     console.print(f"         open the UI with: mlflow ui --backend-store-uri {result.tracking_uri} --workers 1")
 
 
-def _run(args: argparse.Namespace) -> None:
+class HideUserErrors(logging.Filter):
+    """Drop Prefect's console records about a UserError: its tracebacks and the lines repeating it.
+
+    The CLI prints such an error once, as one paragraph. Prefect still fails the task and flow
+    runs, and its API handler (the Prefect UI) still gets every record: this filter sits only on
+    the console handlers. Records of any other exception (a bug) pass with their traceback.
+    """
+
+    # the one-line summaries Prefect logs without exc_info: a task's retry or failure, a final state
+    SUMMARY = re.compile(r"^(Task run failed with exception: |Finished in state Failed\()")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("prefect"):
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            return not isinstance(record.exc_info[1], UserError)
+        message = record.getMessage()
+        if not self.SUMMARY.match(message):
+            return True
+        names = {cls.__name__ for cls in _subclasses(UserError)}  # now: some are defined by modules loaded late
+        return not any(re.search(rf"\b{name}[(:]", message) for name in names)
+
+
+def _subclasses(cls: type) -> set[type]:
+    return {cls}.union(*(_subclasses(sub) for sub in cls.__subclasses__()))
+
+
+@contextmanager
+def _quiet_user_errors(debug: bool) -> Iterator[None]:
+    """Install ``HideUserErrors`` on the root logger's handlers (Prefect's console) for one command."""
+    handlers = [] if debug else list(logging.getLogger().handlers)
+    hide = HideUserErrors()
+    for handler in handlers:
+        handler.addFilter(hide)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(hide)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
     if args.command == "train-generator":
-        from ausynth.flows.train_generator import train_generator
-
-        train_generator(args.config, overrides=args.overrides)
+        from ausynth.flows.train_generator import train_generator as flow_fn
     elif args.command == "prepare":
-        from ausynth.flows.prepare_dataset import prepare_dataset
-
-        prepare_dataset(args.config, overrides=args.overrides)
+        from ausynth.flows.prepare_dataset import prepare_dataset as flow_fn
     else:
-        from ausynth.flows.compare import compare_strategies
+        from ausynth.flows.compare import compare_strategies as flow_fn
+    with _quiet_user_errors(debug):  # after the import: importing prefect sets up its handlers
+        result = flow_fn(args.config, overrides=args.overrides)
+    if args.command == "run":
+        _print_table(result)
 
-        _print_table(compare_strategies(args.config, overrides=args.overrides))
+
+def _validate(cfg, args: argparse.Namespace) -> None:
+    """Print the resolved config on request, check it against this machine, then say so in one line."""
+    if args.show:
+        sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    try:
+        check_runtime(cfg)
+    except UserError as err:
+        err.add_note("(the config's keys and values are valid; this machine cannot run it as it is)")
+        raise
+    console.print(f"{escape(str(args.config))}: valid ({cfg.name}: {', '.join(cfg.strategies)}; "
+                  f"{len(cfg.seeds)} seed(s); device {cfg.device}; workspace {cfg.workspace.resolve()})"
+                  + ("" if args.show else "; --show prints the resolved config"), highlight=False, soft_wrap=True)
+
+
+def _print_error(err: UserError, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(err)
+    notes = "".join(f"\n{note}" for note in getattr(err, "__notes__", ()))
+    err_console.print(f"[red]error:[/red] {escape(str(err) + notes)}", highlight=False, soft_wrap=True)
+    if not debug:
+        err_console.print(f"[dim]{DEBUG_HINT}[/dim]", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a UserError (bad config, data, checkpoint, machine) exits with its code after one
+    paragraph, any other exception is a bug and keeps its traceback."""
     args = _parser().parse_args(argv)
+    debug = args.debug or os.environ.get("AUSYNTH_DEBUG", "") not in ("", "0")
     logging.getLogger("ausynth").setLevel(logging.INFO)
+    if args.command == "configs":
+        for path in sorted(builtin_config_dir().glob("*.yaml")):
+            console.print(path.stem)
+        return 0
     try:
-        if args.command == "configs":
-            for path in sorted(builtin_config_dir().glob("*.yaml")):
-                console.print(path.stem)
-            return 0
         cfg = load_config(args.config, args.overrides)  # fail on a bad config before any work
         if args.command == "validate":
-            console.print_json(cfg.model_dump_json())
+            _validate(cfg, args)
             return 0
-        _run(args)
-    except ConfigError as err:
-        console.print(f"[red]config error:[/red] {err}", highlight=False)
-        return 2
-    except TrackingUnavailable as err:
-        console.print(f"[red]MLflow unavailable:[/red] {err}", highlight=False)
-        return 3
+        check_runtime(cfg)  # device, memory, workspace: before Prefect starts
+        _run(args, debug)
+    except UserError as err:
+        _print_error(err, debug)
+        return err.exit_code
     return 0
 
 
