@@ -45,17 +45,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_table(result) -> None:
-    from ausynth.tasks.compare import format_table
-
-    shown = format_table(result.table)
-    table = Table(title="Strategy comparison (test set, mean ± std over seeds)")
+def _rich_table(frame, title: str) -> Table:
+    table = Table(title=title)
     table.add_column("strategy")
-    for column in shown.columns:
+    for column in frame.columns:
         table.add_column(str(column), justify="right")
-    for strategy, row in shown.iterrows():
+    for strategy, row in frame.iterrows():
         table.add_row(str(strategy), *map(str, row.tolist()))
-    console.print(table)
+    return table
+
+
+def _print_table(result) -> None:
+    from ausynth.tasks.compare import format_differences, format_table
+    from ausynth.tasks.label_types import label_type
+
+    kind = label_type(result.label_type)
+    console.print(_rich_table(format_table(result.table, kind), "Strategy comparison (test set, mean ± sd over seeds)"))
+    if result.differences["vs_baseline"].any():
+        console.print(_rich_table(format_differences(result.differences, kind),
+                                  "Difference to supervised, paired by seed (percentage points, [95% interval], "
+                                  "* interval excludes 0)"))
     console.print(f"outputs: {result.output_dir}")
     console.print(f"MLflow:  {result.tracking_uri} (parent run {result.parent_run_id})")
     console.print(f"         open the UI with: mlflow ui --backend-store-uri {result.tracking_uri} --workers 1")
@@ -106,9 +115,9 @@ def _run(args: argparse.Namespace, debug: bool) -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
     if args.command == "train-generator":
-        from ausynth.flows.train_generator import train_generator as flow_fn
+        from ausynth.flows.train_generator import train_generator_flow as flow_fn
     elif args.command == "prepare":
-        from ausynth.flows.prepare_dataset import prepare_dataset as flow_fn
+        from ausynth.flows.prepare_dataset import prepare_dataset_flow as flow_fn
     else:
         from ausynth.flows.compare import compare_strategies as flow_fn
     with _quiet_user_errors(debug):  # after the import: importing prefect sets up its handlers
