@@ -173,6 +173,14 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         raise ConfigError(f"{path}: invalid config\n{_describe(err, sources, str(path))}") from err
 
 
+def load_for_run(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """``load_config`` plus the checks against this machine: what every flow calls before any work,
+    so a deployment run (which does not pass through the CLI) fails as early as ``ausynth run``."""
+    cfg = load_config(name_or_path, overrides)
+    check_runtime(cfg)
+    return cfg
+
+
 def check_runtime(cfg: ExperimentConfig) -> None:
     """Check a valid config against this machine, before any work; raise a UserError naming the key.
 
