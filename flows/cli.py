@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import re
 import sys
 import traceback
@@ -149,6 +150,21 @@ def _print_error(err: UserError, debug: bool) -> None:
         err_console.print(f"[dim]{DEBUG_HINT}[/dim]", highlight=False)
 
 
+def _exit_on_termination() -> None:
+    """Turn SIGTERM and SIGHUP (a `kill`, a closed terminal, a scheduler stopping the job) into SystemExit.
+
+    Python's default for them ends the process on the spot: the MLflow run would stay RUNNING and
+    Prefect's temporary API server, a child process, would be orphaned. As SystemExit they unwind like
+    Ctrl-C: the run is marked KILLED and Prefect's exit handler stops its server. (``kill -9`` cannot
+    be caught: the next run on this machine marks such a run KILLED.)
+    """
+    def stop(signum: int, _frame) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a UserError (bad config, data, checkpoint, machine) exits with its code after one
     paragraph, any other exception is a bug and keeps its traceback."""
@@ -165,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             _validate(cfg, args)
             return 0
         check_runtime(cfg)  # device, memory, workspace: before Prefect starts
+        _exit_on_termination()
         _run(args, debug)
     except UserError as err:
         _print_error(err, debug)

@@ -295,14 +295,15 @@ class Tracker:
 
 @contextmanager
 def tracked_run(tracker: Tracker, output_dir: Path, kind: str = "comparison") -> Iterator[str]:
-    """Open a top-level run; close it FINISHED, KILLED on an interrupt or kill signal, FAILED on an error."""
+    """Open a top-level run; close it FINISHED, FAILED on an error, KILLED on anything else that ends it
+    (Ctrl-C, SystemExit from a kill signal, Prefect's own termination signal: BaseExceptions, not errors)."""
     run_id = tracker.start_parent(output_dir, kind)
     try:
         yield run_id
-    except (KeyboardInterrupt, SystemExit):
-        tracker.finish(run_id, RunStatus.to_string(RunStatus.KILLED))
+    except Exception:
+        tracker.finish(run_id, "FAILED")
         raise
     except BaseException:
-        tracker.finish(run_id, "FAILED")
+        tracker.finish(run_id, RunStatus.to_string(RunStatus.KILLED))
         raise
     tracker.finish(run_id, "FINISHED")

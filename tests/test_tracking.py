@@ -1,0 +1,40 @@
+"""The parent run's end state, and runs that a killed process left RUNNING."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ausynth.tasks.tracking import Tracker, tracked_run
+
+
+def _status(tracker: Tracker, run_id: str) -> str:
+    return tracker.client.get_run(run_id).info.status
+
+
+@pytest.mark.parametrize(("raised", "status"), [(None, "FINISHED"), (ValueError, "FAILED"),
+                                                 (KeyboardInterrupt, "KILLED"), (SystemExit, "KILLED")])
+def test_parent_run_ends_finished_failed_or_killed(tiny_config, tmp_path, raised, status):
+    tracker = Tracker(tiny_config)
+    started = []
+    with pytest.raises(raised) if raised else pytest.MonkeyPatch.context():
+        with tracked_run(tracker, tmp_path) as run_id:
+            started.append(run_id)
+            if raised:
+                raise raised()
+    assert _status(tracker, started[0]) == status
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_killed_on_the_next_start(tiny_config, tmp_path):
+    tracker = Tracker(tiny_config)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tracker.start_parent(tmp_path)
+    tracker.set_tags(orphan, {"pid": dead.stdout.strip()})
+    alive = tracker.start_parent(tmp_path)  # this process: alive, so left alone
+    tracker.start_parent(tmp_path)
+    assert _status(tracker, orphan) == "KILLED"
+    assert _status(tracker, alive) == "RUNNING"
+    assert MlflowClient(tracker.uri).get_run(orphan).data.tags["host"]
