@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from ausynth.configs.schema import ToyDatasetConfig
-from ausynth.tasks.dataset_report import log_dataset_report, write_dataset_report
+from ausynth.tasks.dataset_report import write_dataset_report
 from ausynth.tasks.face_dataset import write_reports
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.toy_data import build_toy
@@ -112,7 +111,7 @@ def test_emotion_report_has_class_counts_and_reads_reports_from_meta(tmp_path):
     assert 0 < summary["smallest_class_share"] <= 1 / 3
 
 
-def test_valence_arousal_report_and_mlflow_logging(toy, tmp_path):
+def test_valence_arousal_report(tmp_path):
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({"subject": ["a", "b"] * 10, "valence": rng.uniform(-1, 1, 20),
                           "arousal": rng.uniform(-1, 1, 20), "split": ["train"] * 16 + ["val"] * 4})
@@ -123,18 +122,28 @@ def test_valence_arousal_report_and_mlflow_logging(toy, tmp_path):
     va_folder = tmp_path / "va"
     write_dataset_report(sets, va_folder, {})
     assert (va_folder / "valence_arousal.png").is_file() and (va_folder / "examples.png").is_file()
+    assert not (va_folder / "au_cooccurrence.png").exists() and not (va_folder / "class_counts.png").exists()
     assert json.loads((va_folder / "summary.json").read_text())["label_type"] == "valence_arousal"
+    counts = pd.read_csv(va_folder / "label_counts.csv", index_col=0)
+    assert counts.loc["train", "valence"] == 16 and counts.loc["train", "arousal"] == 15  # labelled values
 
-    folder = tmp_path / "au"
-    summary = write_dataset_report(toy, folder, {"detection": DETECTION})
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/m.db")
-    experiment = client.create_experiment("report", artifact_location=(tmp_path / "artifacts").as_uri())
-    run_id = client.create_run(experiment).info.run_id
-    logged = log_dataset_report(client, run_id, folder)
-    run = client.get_run(run_id)
-    assert run.data.metrics["dataset.images_test"] == 18
-    assert run.data.metrics["dataset.detection_crop_rate"] == pytest.approx(summary["detection_crop_rate"])
-    assert logged == {f"dataset.{k}": v for k, v in summary.items()}
-    assert run.data.tags["dataset.label_type"] == "au_presence"
-    artifacts = {Path(a.path).name for a in client.list_artifacts(run_id, "dataset")}
-    assert {"au_cooccurrence.png", "examples.png", "counts_per_subject.csv", "detection_summary.csv"} <= artifacts
+
+def test_the_report_task_logs_the_summary_and_files_on_the_run(tiny_config, tmp_path):
+    """What the comparison's dataset-report task puts on the parent run: ``dataset.*`` params and the folder."""
+    from ausynth.tasks import datasets
+    from ausynth.tasks.prefect_tasks import dataset_report_task
+    from ausynth.tasks.tracking import Tracker
+
+    dataset = datasets.prepare_dataset(tiny_config)
+    tracker = Tracker(tiny_config)
+    run_id = tracker.start_parent(tmp_path / "out")
+    dataset_report_task.fn(tiny_config, dataset, run_id, tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "dataset" / "summary.json").read_text())
+    assert summary["label_type"] == "au_presence" and summary["metrics"]["images_test"] == 90  # 10 per AU
+    run = tracker.client.get_run(run_id)
+    assert {k: v for k, v in run.data.params.items() if k.startswith("dataset.images")} == {
+        f"dataset.{k}": str(v) for k, v in summary["metrics"].items() if k.startswith("images")}
+    assert run.data.params["dataset.images_test"] == "90.0"
+    artifacts = {Path(a.path).name for a in tracker.client.list_artifacts(run_id, "dataset")}
+    assert {"au_cooccurrence.png", "examples.png", "counts_per_subject.csv", "label_prevalence.csv",
+            "summary.json"} <= artifacts

@@ -23,12 +23,16 @@ def test_jaffe_comparison_runs_end_to_end(tmp_path):
     result = compare_strategies("faces-jaffe", overrides=overrides)
 
     assert list(result.table.index) == ["supervised", "upsample", "pseudo_label", "generator"]
-    assert {"accuracy_mean", "f1_macro_mean"} <= set(result.table.columns)
+    assert {"accuracy", "accuracy_sd", "f1_macro", "f1_macro_sd"} <= set(result.table.columns)
+    assert "f1_mean" not in result.table.columns  # emotion labels: the emotion metrics, not AU ones
     client = MlflowClient(result.tracking_uri)
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["dataset"] == "faces"
     dataset_files = {a.path for a in client.list_artifacts(result.parent_run_id, "dataset")}
-    assert any(path.endswith("detection.csv") or "detection" in path for path in dataset_files)
+    assert {"dataset/detection.csv", "dataset/detection_summary.csv", "dataset/class_counts.png"} <= dataset_files
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
-    assert {"per_output.png", "confusion.png", "generated"} <= artifacts
-    assert parent.data.metrics["generated.images"] == 20
+    assert {"per_output_f1.png", "confusion.png", "generated"} <= artifacts
+    assert parent.data.metrics["generated/images"] == 20
+    child = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}' "
+                                                            "and tags.run_key = 'generator/seed0'")[0]
+    assert child.data.params["label_type"] == "emotion" and "test/accuracy" in child.data.metrics

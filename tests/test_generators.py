@@ -1,7 +1,9 @@
-"""The generator networks, the shared critic, the GAN losses and the generator config."""
+"""The generator networks, the shared critic, the GAN losses, the generator config and the kinds registry."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pydantic import ValidationError
@@ -11,6 +13,9 @@ from ausynth.models import gan_losses as L
 from ausynth.models.expression_manipulator import ExpressionManipulator
 from ausynth.models.patch_discriminator import PatchDiscriminator
 from ausynth.models.stargan import StarGANGenerator
+from ausynth.tasks.errors import CheckpointError, ConfigError
+from ausynth.tasks.generator_kinds import GENERATOR_KINDS, Architecture, generator_kind
+from ausynth.tasks.imageset import ImageSet
 
 GENERATORS = {"em": ExpressionManipulator, "stargan": StarGANGenerator}
 
@@ -75,7 +80,8 @@ def test_losses_on_known_values() -> None:
 
 def test_config_defaults_and_rejections(tmp_path) -> None:
     cfg = GeneratorConfig()
-    assert (cfg.kind, cfg.betas, cfg.lambda_gp, cfg.lambda_cls, cfg.lambda_rec) == ("em", (0.5, 0.999), 10, 1, 10)
+    assert (cfg.kind, cfg.betas, cfg.lambda_gp, cfg.lambda_cls, cfg.lambda_cycle, cfg.lambda_identity) == (
+        "em", (0.5, 0.999), 10, 1, 10, 10)
     with pytest.raises(ValidationError, match="never be updated"):
         GeneratorConfig(steps=2, n_critic=5)
     with pytest.raises(ValidationError, match="is not a file"):
@@ -84,3 +90,69 @@ def test_config_defaults_and_rejections(tmp_path) -> None:
         GeneratorConfig(intensity=1.5)
     with pytest.raises(ValidationError, match="extra"):
         GeneratorConfig(lamda_gp=1)
+    with pytest.raises(ValidationError, match="extra"):
+        GeneratorConfig(lambda_rec=10)  # renamed: lambda_cycle and lambda_identity
+    with pytest.raises(ValidationError, match="unknown generator kind 'gan'"):
+        GeneratorConfig(kind="gan")
+
+
+# ----------------------------------------------------------------------------- the generator kinds
+
+
+def _au_set(columns: list[str], size: int = 32, meta: dict | None = None) -> ImageSet:
+    frame = pd.DataFrame(np.zeros((2, len(columns)), np.float32), columns=columns)
+    frame.insert(0, "subject", "s")
+    return ImageSet(np.zeros((2, size, size, 1), np.uint8), frame, columns, meta or {})
+
+
+def test_registry_builds_each_kinds_networks_from_the_architecture() -> None:
+    assert set(GENERATOR_KINDS) == {"em", "stargan"}
+    with pytest.raises(ConfigError, match="unknown generator.kind 'gan'"):
+        generator_kind("gan")
+    data = _au_set(["AU1", "AU2", "AU3"], size=48)
+    for name, network in GENERATORS.items():
+        arch = Architecture.of(GeneratorConfig(kind=name, base_channels=4, n_res_blocks=1), data)
+        assert arch == Architecture(name, "au_presence", 4, 1, (48, 48, 1), ("AU1", "AU2", "AU3"))
+        assert Architecture.from_dict(arch.as_dict()) == arch  # what a checkpoint stores reads back equal
+        kind = generator_kind(name)
+        generator, critic = kind.generator(arch), kind.discriminator(arch)
+        assert isinstance(generator, network)
+        x = torch.zeros(1, 1, 48, 48)
+        assert generator(x, torch.zeros(1, 3)).shape == x.shape
+        assert critic(x)[1].shape == (1, 3)
+
+
+def test_objectives_follow_the_configured_weights_and_label_types() -> None:
+    cfg = GeneratorConfig(lambda_cycle=3.0, lambda_identity=2.0)
+    em = generator_kind("em").objective(cfg, "au_presence")
+    assert (em.relative, em.targets, em.cycle_weight, em.identity_weight) == (True, "graded", 3.0, 2.0)
+    source, target = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert torch.equal(em.condition(source, target), torch.tensor([[-1.0, 1.0]]))  # relative AUs
+    assert torch.equal(em.single_targets(2, 0.7, torch.device("cpu")), torch.eye(2) * 0.7)
+    star = generator_kind("stargan").objective(cfg, "au_intensity")
+    assert (star.relative, star.targets, star.cycle_weight, star.identity_weight) == (False, "binary", 3.0, 0.0)
+    assert torch.equal(star.condition(source, target), target)
+    assert torch.equal(star.labels(torch.tensor([[0.2, 0.6]])), torch.tensor([[0.0, 1.0]]))
+    assert torch.equal(star.single_targets(2, 0.7, torch.device("cpu")), torch.eye(2))  # presence, not 0.7
+    assert generator_kind("stargan").objective(cfg, "emotion").targets == "category"
+
+
+def test_a_kind_refuses_labels_it_cannot_condition_on() -> None:
+    emotions = _au_set(["emotion_happy", "emotion_neutral"])
+    assert Architecture.of(GeneratorConfig(kind="stargan"), emotions).label_type == "emotion"
+    with pytest.raises(ConfigError, match="'em' cannot condition on 'emotion' labels.*use kind 'stargan'"):
+        Architecture.of(GeneratorConfig(kind="em"), emotions)
+    with pytest.raises(ConfigError, match="cannot condition on 'valence_arousal'"):
+        Architecture.of(GeneratorConfig(kind="stargan"), _au_set(["valence", "arousal"]))
+
+
+def test_architecture_require_names_what_differs_and_both_sides() -> None:
+    expected = Architecture("em", "au_presence", 4, 1, (96, 96, 1), ("AU1", "AU2"))
+    expected.require(Architecture.from_dict(expected.as_dict()), "same.pt")  # equal: no error
+    found = Architecture("em", "au_presence", 8, 1, (64, 64, 1), ("AU1", "AU2"))
+    with pytest.raises(CheckpointError) as error:
+        expected.require(found, "x/other.pt")
+    message = str(error.value)
+    assert "x/other.pt" in message and "differs in base_channels, image_shape" in message
+    assert "expected: em (base_channels 4" in message and "96x96x1 images" in message
+    assert "found:    em (base_channels 8" in message and "64x64x1 images" in message

@@ -1,10 +1,12 @@
+"""The image-set format and the content-addressed store: reuse, atomic builds, sealed entries, locks."""
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from ausynth.tasks import imageset
 from ausynth.tasks.imageset import ImageSet
-from ausynth.tasks.store import cached_folder, stable_hash
+from ausynth.tasks.store import cached_folder, damage, locked, stable_hash
 
 
 def make(n=4):
@@ -52,7 +54,7 @@ def test_cached_folder_reuses_and_a_failed_build_leaves_nothing(tmp_path):
 
     with pytest.raises(RuntimeError):
         cached_folder(tmp_path, "kind", "k2", crash)
-    assert sorted(p.name for p in (tmp_path / "kind").iterdir()) == ["k1"]
+    assert sorted(p.name for p in (tmp_path / "kind").iterdir()) == ["k1"]  # no half-built k2, no temporary folder
 
 
 def test_stable_hash_depends_on_values_not_identity():
@@ -60,3 +62,64 @@ def test_stable_hash_depends_on_values_not_identity():
 
     assert stable_hash(ClassifierConfig()) == stable_hash(ClassifierConfig())
     assert stable_hash(ClassifierConfig()) != stable_hash(ClassifierConfig(lr=0.01))
+
+
+def test_a_finished_entry_is_sealed_with_its_files_and_sizes(tmp_path):
+    import json
+
+    def build(folder):
+        (folder / "a.npy").write_bytes(b"12345")
+        (folder / "sub").mkdir()
+        (folder / "sub" / "b.txt").write_text("xy")
+
+    entry = cached_folder(tmp_path, "kind", "k", build)
+    assert json.loads((entry / ".entry.json").read_text()) == {"a.npy": 5, "sub/b.txt": 2}
+    assert damage(entry) is None
+
+
+@pytest.mark.parametrize("harm, reason", [
+    (lambda entry: (entry / "a.npy").unlink(), "a.npy is missing"),
+    (lambda entry: (entry / "a.npy").write_bytes(b"12"), "a.npy has 2 bytes where 5 were written"),
+    (lambda entry: (entry / ".entry.json").unlink(), "its file list .entry.json is missing or unreadable"),
+])
+def test_a_damaged_entry_is_moved_aside_with_a_warning_and_built_again(tmp_path, caplog, harm, reason):
+    import logging
+
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        (folder / "a.npy").write_bytes(b"12345")
+
+    entry = cached_folder(tmp_path, "kind", "k", build)
+    harm(entry)
+    with caplog.at_level(logging.WARNING, logger="ausynth"):
+        again = cached_folder(tmp_path, "kind", "k", build)
+    assert again == entry and len(builds) == 2 and (entry / "a.npy").read_bytes() == b"12345"
+    (aside,) = (tmp_path / "kind").glob(".k.damaged-*")
+    assert f"store entry {entry} is damaged ({reason})" in caplog.text and str(aside) in caplog.text
+    assert damage(entry) is None
+    assert cached_folder(tmp_path, "kind", "k", build) == entry and len(builds) == 2  # whole again: reused
+
+
+def test_locked_lets_one_holder_in_at_a_time(tmp_path):
+    import threading
+    import time
+
+    inside, overlaps = [], []
+
+    def work(name):
+        with locked(tmp_path / "entry"):
+            if inside:
+                overlaps.append(name)
+            inside.append(name)
+            time.sleep(0.2)
+            inside.remove(name)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not overlaps
+    assert (tmp_path / ".entry.lock").exists() and not (tmp_path / "entry").exists()

@@ -1,4 +1,4 @@
-"""Label types through the classifier (head, loss, predictions) and their metrics."""
+"""Label types (tasks/label_types.py) through the classifier (head, loss, predictions) and their metrics."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 
 from ausynth.configs.schema import ClassifierConfig
 from ausynth.models.au_classifier import AUClassifier
-from ausynth.tasks import metrics
+from ausynth.tasks import label_types, metrics
 from ausynth.tasks.imageset import ImageSet
-from ausynth.tasks.train_classifier import _loss_fn, label_type_of, predict_proba, train_classifier
+from ausynth.tasks.label_types import LABEL_TYPES, label_type
+from ausynth.tasks.train_classifier import predict_proba, train_classifier
 
 CPU = torch.device("cpu")
 EMOTIONS = ["emotion_anger", "emotion_happiness", "emotion_neutral"]
@@ -43,7 +44,7 @@ def test_ccc_limits_and_its_relation_to_pearson():
 def test_regression_metrics_ignore_nan_truth_per_column():
     y_true = np.array([[0.5, np.nan], [-0.5, 0.2], [np.nan, 0.4], [0.0, np.nan]])
     y_pred = np.array([[0.4, 9.0], [-0.3, 0.2], [9.0, 0.1], [0.3, 9.0]])
-    table, flat = metrics.evaluate_predictions("valence_arousal", y_true, y_pred, ["valence", "arousal"])
+    table, flat = label_type("valence_arousal").evaluate(y_true, y_pred, ["valence", "arousal"], 0.5)
     assert list(table["labelled"]) == [3, 2]
     assert table.at["valence", "rmse"] == pytest.approx(math.sqrt((0.01 + 0.04 + 0.09) / 3))
     assert table.at["valence", "mae"] == pytest.approx((0.1 + 0.2 + 0.3) / 3)
@@ -55,8 +56,8 @@ def test_regression_metrics_ignore_nan_truth_per_column():
 
 def test_regression_output_without_labels_is_left_out_of_the_flat_metrics():
     y_true = np.array([[0.2, np.nan], [0.6, np.nan]])
-    table, flat = metrics.evaluate_predictions("au_intensity", y_true, np.array([[0.2, 0.1], [0.5, 0.3]]),
-                                               ["AU6", "AU12"])
+    table, flat = label_type("au_intensity").evaluate(y_true, np.array([[0.2, 0.1], [0.5, 0.3]]), ["AU6", "AU12"],
+                                                       0.5)
     assert table.at["AU12", "labelled"] == 0 and math.isnan(table.at["AU12", "ccc"])
     assert "ccc_AU12" not in flat and flat["ccc_mean"] == flat["ccc_AU6"]
     assert all(math.isfinite(v) for v in flat.values())
@@ -73,7 +74,7 @@ def test_emotion_metrics_match_scikit_learn_and_skip_unlabelled_rows():
     truth[5] = 1
     scores = rng.random((60, 3))
     scores /= scores.sum(axis=1, keepdims=True)
-    table, flat = metrics.evaluate_predictions("emotion", y_true, scores, EMOTIONS)
+    table, flat = label_type("emotion").evaluate(y_true, scores, EMOTIONS, 0.5)
     t, p = truth[5:], scores[5:].argmax(axis=1)
     assert flat["accuracy"] == pytest.approx(accuracy_score(t, p))
     assert flat["f1_macro"] == pytest.approx(f1_score(t, p, average="macro"))
@@ -85,21 +86,54 @@ def test_emotion_metrics_match_scikit_learn_and_skip_unlabelled_rows():
 def test_emotion_confusion_matrix_is_normalised_per_true_class():
     y_true = np.eye(3)[[0, 0, 1, 1]]
     scores = np.eye(3)[[0, 1, 1, 1]]
-    matrix = metrics.error_matrix("emotion", y_true, scores)
+    matrix = label_type("emotion").error_matrix(y_true, scores, 0.5)
     np.testing.assert_allclose(matrix, [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(metrics.predicted_labels("emotion", [[0.2, 0.5, 0.3]]), [[0, 1, 0]])
+    np.testing.assert_array_equal(label_type("emotion").hard_labels(np.array([[0.2, 0.5, 0.3]]), 0.9), [[0, 1, 0]])
+    with pytest.raises(ValueError, match="no row has a complete emotion label"):
+        label_type("emotion").evaluate(np.full((2, 3), np.nan), scores[:2], EMOTIONS, 0.5)
 
 
 # ----------------------------------------------------------------------------- AU presence with gaps
 
-def test_au_presence_through_evaluate_predictions_is_the_existing_metrics():
-    rng = np.random.default_rng(1)
-    y_true = (rng.random((50, 3)) < 0.3).astype(float)
-    scores = rng.random((50, 3))
-    table, flat = metrics.evaluate_predictions("au_presence", y_true, scores, ["AU1", "AU2", "AU3"], 0.6)
-    expected = metrics.per_au_metrics(y_true, metrics.binarize(scores, 0.6), ["AU1", "AU2", "AU3"])
-    pd.testing.assert_frame_equal(table.drop(columns="labelled"), expected)
-    assert flat == metrics.flat_metrics(expected)
+def test_au_presence_is_scored_at_the_classifiers_threshold_on_labelled_entries():
+    """Hand-counted: AU1 truth 1 1 0 0 NaN, AU2 truth 1 0 1 NaN 1; scores thresholded at 0.6, not 0.5."""
+    nan = np.nan
+    y_true = np.array([[1, 1], [1, 0], [0, 1], [0, nan], [nan, 1]], dtype=float)
+    scores = np.array([[0.7, 0.55], [0.55, 0.9], [0.65, 0.7], [0.1, 0.9], [0.9, 0.1]])
+    table, flat = label_type("au_presence").evaluate(y_true, scores, ["AU1", "AU2"], 0.6)
+    # AU1 (rows 0-3): predicted 1 0 1 0 -> tp 1, fp 1, fn 1; AU2 (rows 0-2, 4): predicted 0 1 1 0 -> tp 1, fp 1, fn 2
+    assert table.loc["AU1", ["precision", "recall", "f1"]].tolist() == pytest.approx([0.5, 0.5, 0.5])
+    assert table.loc["AU2", ["precision", "recall", "f1"]].tolist() == pytest.approx([0.5, 1 / 3, 0.4])
+    assert table.loc["AU1", "fdr"] == pytest.approx(0.5)
+    assert table["support"].tolist() == [2, 3] and table["labelled"].tolist() == [4, 4]
+    assert flat["f1_AU2"] == pytest.approx(0.4) and flat["f1_mean"] == pytest.approx(0.45)
+    assert flat["recall_mean"] == pytest.approx((0.5 + 1 / 3) / 2)
+    at_half, _ = label_type("au_presence").evaluate(y_true, scores, ["AU1", "AU2"], 0.5)
+    assert at_half.loc["AU1", "recall"] == 1.0  # 0.55 counts at 0.5: the threshold is really applied
+
+
+def test_each_label_type_names_its_metrics_and_output():
+    assert set(LABEL_TYPES) == {"au_presence", "au_intensity", "emotion", "valence_arousal"}
+    for name, kind in LABEL_TYPES.items():
+        assert kind.name == name and kind.primary_metric in kind.summary_metrics
+    assert [label_type(n).per_output_metric for n in LABEL_TYPES] == ["f1", "ccc", "f1", "ccc"]
+    with pytest.raises(ValueError, match="unknown label type 'emotions'"):
+        label_type("emotions")
+
+
+def test_hard_labels_confidence_and_presence_per_label_type():
+    scores = np.array([[0.9, 0.2, 0.55], [0.6, 0.3, 0.1]], dtype=np.float32)
+    au = label_type("au_presence")
+    np.testing.assert_array_equal(au.hard_labels(scores, 0.5), [[1, 0, 1], [1, 0, 0]])
+    np.testing.assert_array_equal(au.hard_labels(scores, 0.58), [[1, 0, 0], [1, 0, 0]])
+    np.testing.assert_allclose(au.confidence(scores), [0.55, 0.6])  # the least sure AU decides
+    np.testing.assert_array_equal(au.present(np.array([[0.5, np.nan, 0.4]])), [[True, False, False]])
+    intensity = label_type("au_intensity")
+    np.testing.assert_array_equal(intensity.hard_labels(scores, 0.5), scores)  # intensities stay graded
+    np.testing.assert_array_equal(intensity.present(np.array([[0.4, 0.39]])), [[True, False]])
+    assert intensity.error_matrix(scores, scores, 0.5) is None
+    emotion = label_type("emotion")
+    np.testing.assert_allclose(emotion.confidence(scores), [0.9, 0.6])
 
 
 def test_partially_labelled_aus_are_scored_on_their_labelled_rows_only():
@@ -131,24 +165,27 @@ def test_losses_mask_nan_targets():
     logits = torch.tensor([[0.3, -1.0], [2.0, 0.5]], requires_grad=True)
     target = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
     labelled = ~torch.isnan(target)
+    au = label_type("au_presence")
     for kind in ("mse", "bce"):
-        loss = _loss_fn(kind, "au_presence")(logits, target)
-        full = _loss_fn(kind, "au_presence")(logits[labelled][None], target[labelled][None])
+        loss = au.loss(kind)(logits, target)
+        full = au.loss(kind)(logits[labelled][None], target[labelled][None])
         assert loss.item() == pytest.approx(full.item())
         loss.backward()
         assert torch.isfinite(logits.grad).all() and logits.grad[0, 1] == 0
         logits.grad = None
     complete = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    assert _loss_fn("mse")(logits, complete).item() == pytest.approx(
+    assert au.loss("mse")(logits, complete).item() == pytest.approx(
         torch.nn.functional.mse_loss(torch.sigmoid(logits), complete).item())
-    va = _loss_fn("mse", "valence_arousal")(logits, target)
+    assert au.loss("bce")(logits, complete).item() == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, complete).item())
+    va = label_type("valence_arousal").loss("bce")(logits, target)  # a regression: always MSE on tanh
     assert va.item() == pytest.approx(((torch.tanh(logits) - target)[labelled] ** 2).mean().item())
-    assert _loss_fn("mse")(logits, torch.full((2, 2), float("nan"))).item() == 0.0
+    assert au.loss("mse")(logits, torch.full((2, 2), float("nan"))).item() == 0.0
 
 
 def test_emotion_loss_is_cross_entropy_with_one_hot_or_soft_targets():
     logits = torch.tensor([[1.0, 0.2, -0.5], [0.0, 0.3, 0.1], [0.5, 0.5, 0.5]])
-    loss = _loss_fn("mse", "emotion")  # cfg.loss does not apply to emotions
+    loss = label_type("emotion").loss("mse")  # cfg.loss does not apply to emotions
     onehot = torch.eye(3)[[0, 2, 1]]
     assert loss(logits, onehot).item() == pytest.approx(
         torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2, 1])).item())
@@ -170,7 +207,9 @@ def test_heads_give_the_right_kind_of_output():
     np.testing.assert_allclose(predict_proba(au, images, CPU),
                                predict_proba(au, images, CPU, label_type="au_intensity"))
     with pytest.raises(ValueError, match="unknown label type"):
-        AUClassifier(3, 1, label_type="emotions")
+        predict_proba(au, images, CPU, label_type="emotions")
+    with pytest.raises(ValueError, match="at least two classes"):
+        AUClassifier(1, 1, label_type="emotion")
 
 
 def _set(labels: np.ndarray, columns: list[str], images: np.ndarray, label_type: str | None) -> ImageSet:
@@ -182,11 +221,13 @@ def _set(labels: np.ndarray, columns: list[str], images: np.ndarray, label_type:
 def test_label_type_comes_from_meta_or_columns_and_must_fit_them():
     images = np.zeros((2, 8, 8, 1), np.uint8)
     emotion = _set(np.eye(3)[[0, 1]], EMOTIONS, images, None)
-    assert label_type_of(emotion) == "emotion"
-    assert label_type_of(_set(np.zeros((2, 2)), ["valence", "arousal"], images, None)) == "valence_arousal"
-    assert label_type_of(_set(np.zeros((2, 2)), ["AU1", "AU2"], images, "au_intensity")) == "au_intensity"
+    assert label_types.of(emotion).name == "emotion"
+    assert label_types.of(_set(np.zeros((2, 2)), ["valence", "arousal"], images, None)).name == "valence_arousal"
+    assert label_types.of(_set(np.zeros((2, 2)), ["AU1", "AU2"], images, "au_intensity")).name == "au_intensity"
+    assert label_types.of(_set(np.zeros((2, 2)), ["AU1", "AU2"], images, None)).name == "au_presence"
+    assert label_types.of(_set(np.zeros((2, 2)), ["AU1", "AU2"], images, None), "au_intensity").name == "au_intensity"
     with pytest.raises(ValueError, match="does not fit"):
-        label_type_of(emotion, "au_presence")
+        label_types.of(emotion, "au_presence")
 
 
 # ----------------------------------------------------------------------------- tiny training runs
@@ -221,7 +262,7 @@ def test_emotion_training_learns_the_classes(squares):
     assert max(r["val_accuracy"] for r in trained.history) > 0.8
     probs = predict_proba(trained.model, val_images, CPU)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    _, flat = metrics.evaluate_predictions("emotion", val.labels, probs, EMOTIONS)
+    _, flat = label_type("emotion").evaluate(val.labels, probs, EMOTIONS, 0.5)
     assert flat["accuracy"] > 0.8
 
 

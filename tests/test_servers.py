@@ -130,7 +130,7 @@ def test_two_runs_at_once_complete_into_separate_folders_and_mlflow_runs(stack, 
         assert (output_dir / "comparison.csv").is_file()
         artifacts = {f["path"] for f in stack.mlflow("GET", "artifacts/list",
                                                        params={"run_id": info["run_id"]}).get("files", [])}
-        assert {"comparison.csv", "per_au_f1.png", "config.yaml"} <= artifacts
+        assert {"comparison.csv", "per_output_f1.png", "config.yaml"} <= artifacts
 
         children = stack.mlflow("POST", "runs/search", json={
             "experiment_ids": [experiment_id], "filter": f"tags.mlflow.parentRunId = '{info['run_id']}'"})["runs"]
@@ -138,7 +138,7 @@ def test_two_runs_at_once_complete_into_separate_folders_and_mlflow_runs(stack, 
         assert strategies == ["supervised", "upsample"]
         for child in children:
             assert child["info"]["status"] == "FINISHED"
-            assert {"f1_mean", "fdr_mean"} <= {m["key"] for m in child["data"]["metrics"]}
+            assert {"test/f1_mean", "test/fdr_mean"} <= {m["key"] for m in child["data"]["metrics"]}
     assert len(output_dirs) == 2
 
 
@@ -159,9 +159,10 @@ def test_two_runs_building_the_same_store_entry_keep_the_first(tmp_path):
 
 
 def test_two_runs_creating_the_experiment_at_once_share_it(tiny_config, monkeypatch):
-    from ausynth.tasks import tracking
+    from ausynth.tasks.tracking import Tracker
 
-    client = tracking.client_for(tiny_config)
+    tracker = Tracker(tiny_config)
+    client = tracker.client
     created = client.create_experiment(tiny_config.experiment)  # by the other run, just after our lookup
     lookup = client.get_experiment_by_name
     calls: list[str] = []
@@ -171,4 +172,5 @@ def test_two_runs_creating_the_experiment_at_once_share_it(tiny_config, monkeypa
         return None if len(calls) == 1 else lookup(name)
 
     monkeypatch.setattr(client, "get_experiment_by_name", too_early)
-    assert tracking.experiment_id(client, tiny_config) == created
+    assert tracker.experiment_id() == created
+    assert len(calls) == 2  # it looked again after its own create failed

@@ -1,4 +1,5 @@
-"""The generator training loop: it learns, logs, samples, checkpoints and resumes exactly."""
+"""The generator training loop (it learns, logs, samples, checkpoints and resumes exactly), its checkpoints,
+and the generator stage's store entry (one training however many runs ask for it at once)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 import torch
 
 from ausynth.configs.generator import GeneratorConfig
-from ausynth.tasks.checkpoint import Architecture, CheckpointMismatch, load_generator
+from ausynth.tasks.checkpoint import load_generator, read_checkpoint
+from ausynth.tasks.errors import CheckpointError, ConfigError
+from ausynth.tasks.gan_training import CHECKPOINT, CollapseWatch, learning_rate, sample_targets, train_gan
+from ausynth.tasks.generator_kinds import Architecture, generator_kind
 from ausynth.tasks.imageset import ImageSet
-from ausynth.tasks.train_generator import (CHECKPOINT, CollapseWatch, learning_rate, sample_targets,
-                                           train_generator, train_or_load)
 
 CPU = torch.device("cpu")
 
@@ -50,8 +52,9 @@ def test_training_learns_logs_and_samples(tmp_path: Path, kind: str) -> None:
     logs: list[tuple[int, dict, Path | None]] = []
     cfg = tiny(kind=kind, steps=30, lr=2e-3, log_every=10, sample_every=15, checkpoint_every=10)
     torch.manual_seed(0)
-    before = Architecture.of(cfg, data).generator().state_dict()
-    trained = train_generator(data, cfg, seed=0, device=CPU, out_dir=tmp_path,
+    arch = Architecture.of(cfg, data)
+    before = generator_kind(kind).generator(arch).state_dict()
+    trained = train_gan(data, cfg, seed=0, device=CPU, out_dir=tmp_path,
                               on_log=lambda step, metrics, image: logs.append((step, metrics, image)))
     assert [step for step, _, _ in logs] == [10, 15, 20, 30]
     assert {"d_loss", "d_gp", "g_loss", "g_cycle", "fake_std", "steps_per_s", "lr"} <= set(logs[0][1])
@@ -67,15 +70,15 @@ def test_training_learns_logs_and_samples(tmp_path: Path, kind: str) -> None:
 @pytest.mark.parametrize("kind", ["em", "stargan"])
 def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, kind: str) -> None:
     data, cfg = grid_set(16), tiny(kind=kind, n_critic=2)
-    whole = train_generator(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "whole")
+    whole = train_gan(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "whole")
 
     def kill_at_5(step: int, metrics: dict, image: Path | None) -> None:
         if step == 5:
             raise Killed
     with pytest.raises(Killed):  # killed after the step-4 checkpoint: step 5 is redone after resuming
-        train_generator(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "killed", on_log=kill_at_5)
+        train_gan(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "killed", on_log=kill_at_5)
     assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)["step"] == 4
-    resumed = train_generator(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "killed")
+    resumed = train_gan(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "killed")
 
     a = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
     b = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
@@ -90,48 +93,56 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, kind: str) -
 
 def test_a_different_seed_gives_different_weights(tmp_path: Path) -> None:
     data, cfg = grid_set(16), tiny(steps=2)
-    a = train_generator(data, cfg, seed=0, device=CPU, out_dir=tmp_path / "a").model.state_dict()
-    b = train_generator(data, cfg, seed=1, device=CPU, out_dir=tmp_path / "b").model.state_dict()
+    a = train_gan(data, cfg, seed=0, device=CPU, out_dir=tmp_path / "a").model.state_dict()
+    b = train_gan(data, cfg, seed=1, device=CPU, out_dir=tmp_path / "b").model.state_dict()
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def test_wrong_architecture_or_image_size_names_both(tmp_path: Path) -> None:
     data = grid_set(16)
-    train_generator(data, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path)
+    train_gan(data, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path)
     path = tmp_path / CHECKPOINT
     other_kind = Architecture.of(tiny(kind="stargan"), data)
-    with pytest.raises(CheckpointMismatch) as error:
+    with pytest.raises(CheckpointError) as error:
         load_generator(path, CPU, other_kind)
     message = str(error.value)
+    assert str(path) in message
     assert "differs in kind" in message and "expected: stargan" in message and "found:    em" in message
     bigger = grid_set(16, size=64)
-    with pytest.raises(CheckpointMismatch, match="image_shape(.|\n)*64x64x1 images(.|\n)*32x32x1 images"):
-        train_generator(bigger, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path)  # resume into other data
-    with pytest.raises(CheckpointMismatch, match="differs in base_channels"):
-        train_or_load(data, tiny(base_channels=8, checkpoint=path), seed=0, device=CPU, out_dir=tmp_path / "x")
+    with pytest.raises(CheckpointError, match="image_shape(.|\n)*64x64x1 images(.|\n)*32x32x1 images"):
+        train_gan(bigger, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path)  # resume into other data
+    with pytest.raises(CheckpointError, match="differs in base_channels"):
+        read_checkpoint(path, Architecture.of(tiny(base_channels=8), data))
+    assert read_checkpoint(path, Architecture.of(tiny(), data))["step"] == 2  # the matching one loads
 
 
-def test_train_or_load_uses_a_given_checkpoint(tmp_path: Path) -> None:
+def test_a_loaded_checkpoint_translates_as_the_trained_generator(tmp_path: Path) -> None:
     data = grid_set(16)
-    trained = train_generator(data, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path / "run")
-    loaded = train_or_load(data, tiny(steps=2, checkpoint=trained.checkpoint), seed=5, device=CPU,
-                           out_dir=tmp_path / "unused")
-    assert loaded.checkpoint == trained.checkpoint and not (tmp_path / "unused").exists()
+    trained = train_gan(data, tiny(steps=2), seed=0, device=CPU, out_dir=tmp_path)
+    loaded = load_generator(tmp_path / CHECKPOINT, CPU, Architecture.of(tiny(), data))
+    assert loaded.checkpoint == tmp_path / CHECKPOINT and loaded.step == 2 and not loaded.model.training
     x = torch.zeros(1, 1, 32, 32)
     assert torch.equal(loaded.model(x, torch.ones(1, 4)), trained.model(x, torch.ones(1, 4)))
 
 
-def test_not_a_checkpoint(tmp_path: Path) -> None:
+def test_not_a_checkpoint_truncated_or_missing(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointMismatch, match="not an ausynth generator checkpoint"):
+    with pytest.raises(CheckpointError, match="not an ausynth generator checkpoint"):
         load_generator(tmp_path / "other.pt", CPU)
+    train_gan(grid_set(16), tiny(steps=1), seed=0, device=CPU, out_dir=tmp_path)
+    whole = (tmp_path / CHECKPOINT).read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'cut.pt'} cannot be read"):
+        read_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'gone.pt'} does not exist"):
+        read_checkpoint(tmp_path / "gone.pt")
 
 
 def test_unlabelled_rows_are_left_out(tmp_path: Path, caplog) -> None:
     data = grid_set(16)
     data.frame.loc[:3, "AU1"] = np.nan
     with caplog.at_level(logging.WARNING, logger="ausynth"):
-        train_generator(data, tiny(steps=1), seed=0, device=CPU, out_dir=tmp_path)
+        train_gan(data, tiny(steps=1), seed=0, device=CPU, out_dir=tmp_path)
     assert "4 of 16 images have missing labels" in caplog.text
 
 
@@ -149,10 +160,10 @@ def emotion_set(n: int) -> ImageSet:
 
 def test_stargan_trains_on_emotion_categories_and_em_refuses_them(tmp_path: Path) -> None:
     data = emotion_set(12)
-    trained = train_generator(data, tiny(kind="stargan", steps=2), seed=0, device=CPU, out_dir=tmp_path)
+    trained = train_gan(data, tiny(kind="stargan", steps=2), seed=0, device=CPU, out_dir=tmp_path)
     assert trained.architecture.label_type == "emotion"
-    with pytest.raises(ValueError, match="'em' cannot condition on 'emotion' labels.*use kind 'stargan'"):
-        train_generator(data, tiny(kind="em", steps=2), seed=0, device=CPU, out_dir=tmp_path / "em")
+    with pytest.raises(ConfigError, match="'em' cannot condition on 'emotion' labels.*use kind 'stargan'"):
+        train_gan(data, tiny(kind="em", steps=2), seed=0, device=CPU, out_dir=tmp_path / "em")
     one_hot = torch.eye(3)[torch.tensor([0, 1, 2, 2])]
     assert torch.equal(sample_targets(one_hot, "per_au", categorical=True).sum(1), torch.ones(4))
 
@@ -179,3 +190,86 @@ def test_collapse_warnings(caplog) -> None:
         assert "stayed within" in caplog.text
         watch.update(6, {"d_adv": -2.0, "fake_std": 1e-4})
         assert "hardly vary" in caplog.text
+
+
+# ----------------------------------------------------------------------------- the generator stage
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(tmp_path_factory):
+    """A tiny config's dataset and the teacher's pool scores: what ``fit_generator`` trains from."""
+    from ausynth.configs.loader import load_config
+    from ausynth.tasks import classifiers, datasets
+    from ausynth.tasks.strategies import BASELINE, Inputs
+
+    from conftest import TINY
+
+    cfg = load_config("toy-quick", [*TINY, f"workspace={tmp_path_factory.mktemp('stage') / 'ws'}"])
+    dataset = datasets.prepare_dataset(cfg)
+    teacher = classifiers.fit_classifier(cfg, BASELINE, cfg.seeds[0], Inputs(dataset))
+    return cfg, dataset, classifiers.score_pool(cfg, dataset, teacher)
+
+
+def test_two_runs_of_one_config_at_once_train_the_generator_once(stage_inputs) -> None:
+    """Two comparisons of the same config used to collide in the generator's ``<key>.partial`` folder."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ausynth.tasks import datasets, generator_stage
+
+    cfg, dataset, pool_scores = stage_inputs
+    logged: list[tuple[str, int]] = []
+    start = threading.Barrier(2)
+
+    def run(name: str):
+        start.wait()
+        return generator_stage.fit_generator(cfg, dataset, pool_scores,
+                                             on_log=lambda step, metrics, image: logged.append((name, step)))
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(run, ["a", "b"])
+    assert first == second and first.path.name == CHECKPOINT and first.path.is_file()
+    assert read_checkpoint(first.path)["step"] == cfg.generator.steps
+    # steps 4, log_every 2: one training logs steps 2 and 4; two would log four lines
+    assert sorted(step for _, step in logged) == [2, 4] and len({name for name, _ in logged}) == 1
+    generators = datasets.store_root(cfg) / "generators"
+    assert [p.name for p in generators.iterdir() if p.is_dir()] == [first.key]  # no .partial left
+    again = generator_stage.fit_generator(cfg, dataset, pool_scores)
+    assert again == first and len(logged) == 2  # a later run reuses it
+
+
+DAMAGED_GENERATOR_BUG = ("bug in tasks/generator_stage.fit_generator: the generator entry is sealed but never checked "
+                         "(it only tests that generator.pt is a file), so a damaged entry is not set aside and rebuilt")
+
+
+@pytest.mark.xfail(strict=True, raises=CheckpointError, reason=DAMAGED_GENERATOR_BUG)
+def test_a_generator_entry_with_a_truncated_checkpoint_is_rebuilt(stage_inputs, tmp_path, caplog) -> None:
+    """As every other store entry: set aside with a warning naming it, and trained again."""
+    import logging
+
+    from ausynth.tasks import generator_stage
+
+    cfg, dataset, pool_scores = stage_inputs
+    cfg = cfg.model_copy(update={"workspace": tmp_path / "ws"})  # a generator entry of its own
+    trained = generator_stage.fit_generator(cfg, dataset, pool_scores)
+    whole = trained.path.read_bytes()
+    trained.path.write_bytes(whole[: len(whole) // 2])
+    with caplog.at_level(logging.WARNING, logger="ausynth"):
+        rebuilt = generator_stage.fit_generator(cfg, dataset, pool_scores)
+    assert rebuilt == trained
+    assert read_checkpoint(rebuilt.path)["step"] == cfg.generator.steps  # today: the cut file is handed on
+    assert str(trained.path.parent) in caplog.text and "damaged" in caplog.text
+    assert list(trained.path.parent.parent.glob(f".{trained.key}.damaged-*"))
+
+
+@pytest.mark.xfail(strict=True, raises=OSError, reason=DAMAGED_GENERATOR_BUG + "; with generator.pt deleted it "
+                   "retrains, then os.replace(<key>.partial, <key>) fails: Directory not empty")
+def test_a_generator_entry_without_its_checkpoint_is_rebuilt(stage_inputs, tmp_path) -> None:
+    from ausynth.tasks import generator_stage
+
+    cfg, dataset, pool_scores = stage_inputs
+    cfg = cfg.model_copy(update={"workspace": tmp_path / "ws"})
+    trained = generator_stage.fit_generator(cfg, dataset, pool_scores)
+    trained.path.unlink()
+    rebuilt = generator_stage.fit_generator(cfg, dataset, pool_scores)
+    assert read_checkpoint(rebuilt.path)["step"] == cfg.generator.steps
