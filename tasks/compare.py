@@ -158,3 +158,21 @@ def format_table(table: pd.DataFrame, kind: label_types.LabelType) -> pd.DataFra
     if table["never_learnt"].any():
         shown["never learnt"] = table["never_learnt"].astype(int)
     return shown
+
+
+def summary_markdown(table: pd.DataFrame, diffs: pd.DataFrame, kind: label_types.LabelType,
+                     generated: dict | None, config: str) -> str:
+    """What a person wants first: which strategy is best, the headline table with intervals over seeds,
+    the differences to the baseline and how good the generated images were."""
+    lines = [f"## {config}: {', '.join(table.index)} over {int(table['seeds'].max())} seeds",
+             f"Best by {_header(kind.primary_metric)}: **{best_strategy(table, kind)}**.", "",
+             format_table(table, kind).to_markdown(), ""]
+    if diffs["vs_baseline"].any():
+        lines += [f"Difference to {BASELINE.name}, paired by seed (percentage points, 95% interval, "
+                  "* the interval excludes 0):", "", format_differences(diffs, kind).to_markdown(), ""]
+    if generated:
+        lines.append(f"Generated images: {100 * generated['pass_rate']:.1f}% pass the oracle "
+                     f"(real single-label images: {100 * generated['real_pass_rate']:.1f}%).")
+    if table["never_learnt"].any():
+        lines.append("**Warning:** some classifiers never learnt (column 'never learnt'): their scores are not results.")
+    return "\n".join(lines)

@@ -8,7 +8,8 @@ metrics and 100 params a call).
 Re-running a task never duplicates anything: a (strategy, seed) child run is found again by its
 ``run_key`` tag under its parent (a complete one is reused as it is, an incomplete one is
 replaced), a logged model is recorded on its run and not logged twice, and a model version is
-registered once per source run.
+registered once per source run. The registry's ``champion`` alias moves only to a model that
+beats its holder on the same test set.
 
 Names follow one scheme: ``test/f1_mean``, ``test/f1/AU3``, ``train/loss`` and ``val/f1`` per
 epoch (step = epoch), ``gan/d_loss`` per generator step, ``generated/pass_rate``; the parent
@@ -49,6 +50,7 @@ log = logging.getLogger("ausynth")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS, MAX_PARAMS = 1000, 100  # per log_batch call
 COMPLETE = "ausynth.complete"
+CHAMPION, CHAMPION_METRIC = "champion", "test_score"  # the registry alias, and the score it is awarded on
 
 
 def tracking_uri(cfg: ExperimentConfig) -> str:
@@ -189,7 +191,8 @@ class Tracker:
         experiment = self.experiment_id()
         self.close_orphans(experiment)
         commit = git_commit()
-        tags = {"mlflow.runName": f"{self.cfg.name}-{kind}", "ausynth.kind": kind, "mlflow.source.git.commit": commit,
+        # <time>-<config>-<id>, as the run folder: two runs of one config are told apart at a glance
+        tags = {"mlflow.runName": output_dir.name, "ausynth.kind": kind, "mlflow.source.git.commit": commit,
                 "output_dir": str(output_dir), "host": socket.gethostname(), "pid": str(os.getpid()),
                 **dataset_tags(self.cfg)}
         run_id = self.client.create_run(experiment, tags=tags).info.run_id
@@ -243,6 +246,17 @@ class Tracker:
         for start in range(0, len(items), MAX_PARAMS):
             self.client.log_batch(run_id, params=items[start:start + MAX_PARAMS])
 
+    def run_url(self, run_id: str) -> str | None:
+        """The run's page in the MLflow UI, when the store is a server (a local SQLite store has no URL)."""
+        if not self.uri.startswith(("http://", "https://")):
+            return None
+        experiment = self.client.get_run(run_id).info.experiment_id
+        return f"{self.uri.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+    def describe(self, run_id: str, markdown: str) -> None:
+        """The run's description (the MLflow UI shows it on the run's overview)."""
+        self.client.set_tag(run_id, "mlflow.note.content", markdown)
+
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(run_id, key, value)
@@ -284,13 +298,39 @@ class Tracker:
         self.client.set_tag(run_id, "model_uri", info.model_uri)
         return info.model_uri
 
-    def register(self, parent_id: str, name: str, run_id: str, model_uri: str) -> str:
-        """Register ``model_uri`` under ``name`` once per source run; tag the parent and the run with it."""
+    def register(self, parent_id: str, name: str, run_id: str, model_uri: str, score: float,
+                 test_set: str, tags: dict[str, str]) -> str:
+        """Register ``model_uri`` under ``name`` once per source run, with ``tags`` and a description; move the
+        ``champion`` alias to it only when it beats the holder's ``score`` on the same ``test_set``.
+
+        A smoke run's model thus never displaces a better one; a model scored on another test set
+        (another dataset or split) is not comparable and leaves the alias where it is, unless no
+        champion exists yet.
+        """
         existing = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-        version = existing[0].version if existing else mlflow.register_model(model_uri, name).version
+        if existing:
+            version = str(existing[0].version)
+        else:
+            version = str(mlflow.register_model(model_uri, name).version)
+            self.client.update_model_version(name, version, description=(
+                f"{tags.get('strategy', '')} classifier of {self.cfg.name}: {CHAMPION_METRIC} {score:.4f} on test "
+                f"set {test_set}"))
+            for key, value in {**tags, CHAMPION_METRIC: f"{score:.6f}", "test_set": test_set}.items():
+                self.client.set_model_version_tag(name, version, key, str(value))
+        if self._beats_champion(name, score, test_set):
+            self.client.set_registered_model_alias(name, CHAMPION, version)
         for run in (parent_id, run_id):
             self.client.set_tag(run, "registered_model", f"{name}/{version}")
-        return str(version)
+        return version
+
+    def _beats_champion(self, name: str, score: float, test_set: str) -> bool:
+        try:
+            holder = self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            return True  # no champion yet
+        if holder.tags.get("test_set") != test_set:
+            return False
+        return score > float(holder.tags.get(CHAMPION_METRIC, "-inf"))
 
 
 @contextmanager
