@@ -27,7 +27,7 @@ from ausynth.tasks.generate import (example_grid, generate_isolated, generate_ve
 from ausynth.tasks.generator_kinds import Architecture
 from ausynth.tasks.imageset import ImageSet, concat
 from ausynth.tasks.pseudo_labels import load_scores, pseudo_labelled
-from ausynth.tasks.store import StoredItem, cached_folder, locked, seal, stable_hash
+from ausynth.tasks.store import StoredItem, cached_folder, damage, locked, seal, set_aside, stable_hash
 from ausynth.tasks.strategies import BASELINE, Inputs
 from ausynth.tasks.toy_data import CELL, GRID
 
@@ -68,7 +68,9 @@ def fit_generator(cfg: ExperimentConfig, dataset: StoredItem, pool_scores: Store
                       datasets.FORMAT_VERSION)
     final = datasets.store_root(cfg) / "generators" / key
     with locked(final):
-        if not (final / CHECKPOINT).is_file():
+        if final.is_dir() and (reason := damage(final)) is not None:
+            set_aside(final, reason)
+        if not final.is_dir():
             work = final.with_name(f"{key}.partial")
             data = generator_training_set(cfg, dataset, pool_scores)
             train_gan(data, cfg.generator, cfg.seeds[0], resolve_device(cfg.device), work, on_log)

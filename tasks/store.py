@@ -109,7 +109,8 @@ def damage(folder: Path) -> str | None:
     return None
 
 
-def _set_aside(final: Path, reason: str) -> None:
+def set_aside(final: Path, reason: str) -> None:
+    """Move a damaged entry out of the way (kept, never deleted), with a warning naming both places."""
     aside = final.with_name(f".{final.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
     log.warning("store entry %s is damaged (%s): moved to %s and built again", final, reason, aside)
     os.replace(final, aside)
@@ -127,7 +128,7 @@ def cached_folder(root: Path, kind: str, key: str, build: Callable[[Path], None]
         reason = damage(final)
         if reason is None:
             return final
-        _set_aside(final, reason)
+        set_aside(final, reason)
     staged = final.with_name(f".{key}.{uuid.uuid4().hex[:8]}.done")
     with atomic_folder(staged) as tmp:
         build(tmp)

@@ -268,10 +268,12 @@ class Tracker:
         """Write ``tables`` (CSV) and ``figures`` (PNG) into ``folder`` and log them on the run; each table is
         also logged as an MLflow table (JSON), which the UI previews."""
         folder.mkdir(parents=True, exist_ok=True)
+        logged = {a.path for a in self.client.list_artifacts(run_id, artifact_path)}
         for name, table in tables.items():
             table.to_csv(folder / f"{name}.csv")
-            self.client.log_table(run_id, table.reset_index(),
-                                  f"{artifact_path}/{name}.json" if artifact_path else f"{name}.json")
+            path = f"{artifact_path}/{name}.json" if artifact_path else f"{name}.json"
+            if path not in logged:  # log_table appends to an existing table: a retry would double its rows
+                self.client.log_table(run_id, table.reset_index(), path)
         for name, figure in figures.items():
             figure.savefig(folder / f"{name}.png", dpi=110)
         self.log_folder(run_id, folder, artifact_path)

@@ -73,9 +73,6 @@ def test_a_retried_evaluation_and_publication_log_everything_once(trained):
     assert {"comparison.csv", "comparison.json", "per_seed.csv"} <= {a.path for a in tracker.client.list_artifacts(parent)}
 
 
-@pytest.mark.xfail(strict=True, reason="bug in tasks/tracking.Tracker.log_outputs: MlflowClient.log_table appends to "
-                                       "an existing artifact file, so a retried publish_task doubles the rows of "
-                                       "comparison.json and per_seed.json on the parent run")
 def test_a_retried_publication_logs_each_table_once(trained):
     cfg, dataset, model, root = trained
     tracker = Tracker(cfg)

@@ -238,11 +238,7 @@ def test_two_runs_of_one_config_at_once_train_the_generator_once(stage_inputs) -
     assert again == first and len(logged) == 2  # a later run reuses it
 
 
-DAMAGED_GENERATOR_BUG = ("bug in tasks/generator_stage.fit_generator: the generator entry is sealed but never checked "
-                         "(it only tests that generator.pt is a file), so a damaged entry is not set aside and rebuilt")
 
-
-@pytest.mark.xfail(strict=True, raises=CheckpointError, reason=DAMAGED_GENERATOR_BUG)
 def test_a_generator_entry_with_a_truncated_checkpoint_is_rebuilt(stage_inputs, tmp_path, caplog) -> None:
     """As every other store entry: set aside with a warning naming it, and trained again."""
     import logging
@@ -262,8 +258,6 @@ def test_a_generator_entry_with_a_truncated_checkpoint_is_rebuilt(stage_inputs, 
     assert list(trained.path.parent.parent.glob(f".{trained.key}.damaged-*"))
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason=DAMAGED_GENERATOR_BUG + "; with generator.pt deleted it "
-                   "retrains, then os.replace(<key>.partial, <key>) fails: Directory not empty")
 def test_a_generator_entry_without_its_checkpoint_is_rebuilt(stage_inputs, tmp_path) -> None:
     from ausynth.tasks import generator_stage
 
