@@ -42,8 +42,8 @@ def made(tmp_path_factory):
     ``cut/cut.pt`` is ``chosen.pt`` cut short.
     """
     root = tmp_path_factory.mktemp("checkpoints")
-    trained = Path(train_generator_flow("toy-quick", [*TINY, f"workspace={root / 'gen-ws'}", "generator.steps=2"]))
-    assert trained.parent.parent == root / "gen-ws" / "store" / "generators" and trained.name == CHECKPOINT
+    trained = Path(train_generator_flow("toy-quick", [*TINY, f"workspace={root / 'ws'}", "generator.steps=2"]))
+    assert trained.parent.parent == root / "ws" / "store" / "generators" and trained.name == CHECKPOINT
     (root / "x").mkdir()
     shutil.copy(trained, root / "x" / CHECKPOINT)
     cfg = load_config("toy-quick", [*TINY, f"workspace={root / 'ws'}"])
@@ -71,29 +71,38 @@ def overrides(workspace: Path, checkpoint: Path) -> list[str]:
     return [*TINY, "strategies=[generator]", f"workspace={workspace}", f"generator.checkpoint={checkpoint}"]
 
 
+def generated_summaries(workspace: Path) -> dict[str, dict]:
+    """The generated-images entries' summaries, by the checkpoint each was made with."""
+    found = [json.loads(p.read_text()) for p in (workspace / "store" / "generated").glob("*/summary.json")]
+    return {summary["checkpoint"]: summary for summary in found}
+
+
 def test_the_run_uses_exactly_the_named_file_not_its_folders_generator_pt(made):
     chosen = made / "x" / "chosen.pt"
     assert read_checkpoint(made / "x" / CHECKPOINT)["step"] == 2 and read_checkpoint(chosen)["step"] == 4
-    workspace = made / "ws"
+    workspace = made / "ws"  # where train_generator_flow left the dataset, the teacher and a generator
+    generators = sorted((workspace / "store" / "generators").iterdir())
     result = compare_strategies("toy-quick", overrides=overrides(workspace, chosen))
     client = MlflowClient(result.tracking_uri)
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and list(result.table.index) == ["generator"]
     assert parent.data.tags["generator_checkpoint"] == str(chosen.resolve())
-    (summary,) = [json.loads(p.read_text()) for p in (workspace / "store" / "generated").glob("*/summary.json")]
-    assert summary["checkpoint"] == str(chosen.resolve()) and summary["generator_step"] == 4
+    summary = generated_summaries(workspace)[str(chosen.resolve())]
+    assert summary["generator_step"] == 4
+    assert str((made / "x" / CHECKPOINT).resolve()) not in generated_summaries(workspace)
     logged = Path(client.download_artifacts(result.parent_run_id, "generated/summary.json", str(made / "dl")))
     assert json.loads(logged.read_text())["checkpoint"] == str(chosen.resolve())
-    assert not (workspace / "store" / "generators").exists()  # nothing trained instead
     assert parent.data.metrics["generated/generator_step"] == 4
+    assert sorted((workspace / "store" / "generators").iterdir()) == generators  # nothing trained instead
 
 
-def test_a_checkpoint_alone_in_its_folder_works(made, tmp_path):
+def test_a_checkpoint_alone_in_its_folder_works(made):
     mine = made / "alone" / "my.pt"
-    result = compare_strategies("toy-quick", overrides=overrides(tmp_path / "ws", mine))
+    result = compare_strategies("toy-quick", overrides=overrides(made / "ws", mine))
     parent = MlflowClient(result.tracking_uri).get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["generator_checkpoint"] == str(mine.resolve())
+    assert generated_summaries(made / "ws")[str(mine.resolve())]["generator_step"] == 4
     assert pd.read_csv(Path(result.output_dir) / "comparison.csv", index_col=0).index.tolist() == ["generator"]
 
 
