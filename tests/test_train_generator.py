@@ -238,7 +238,6 @@ def test_two_runs_of_one_config_at_once_train_the_generator_once(stage_inputs) -
     assert again == first and len(logged) == 2  # a later run reuses it
 
 
-
 def test_a_generator_entry_with_a_truncated_checkpoint_is_rebuilt(stage_inputs, tmp_path, caplog) -> None:
     """As every other store entry: set aside with a warning naming it, and trained again."""
     import logging
