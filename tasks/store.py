@@ -110,10 +110,15 @@ def damage(folder: Path) -> str | None:
 
 
 def set_aside(final: Path, reason: str) -> None:
-    """Move a damaged entry out of the way (kept, never deleted), with a warning naming both places."""
-    aside = final.with_name(f".{final.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    """Move a damaged entry out of the way (kept, never deleted), with a warning naming both places.
+
+    Another run may have moved it first: then there is nothing left to move."""
+    aside = final.with_name(f".{final.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    try:
+        os.replace(final, aside)
+    except FileNotFoundError:
+        return
     log.warning("store entry %s is damaged (%s): moved to %s and built again", final, reason, aside)
-    os.replace(final, aside)
 
 
 def cached_folder(root: Path, kind: str, key: str, build: Callable[[Path], None]) -> Path:
