@@ -141,6 +141,10 @@ def _origin(loc: list[str], sources: Sources) -> str | None:
     return None
 
 
+# Keys that changed name, so an old config is told what they are now.
+RENAMED = {"lambda_rec": "lambda_cycle (cycle reconstruction) and lambda_identity (EM: G(x, no change) = x)"}
+
+
 def _describe(err: ValidationError, sources: Sources, file_label: str) -> str:
     lines = []
     for problem in err.errors():
@@ -148,10 +152,15 @@ def _describe(err: ValidationError, sources: Sources, file_label: str) -> str:
         if loc[:1] == ["dataset"] and loc[1:2] in (["toy"], ["faces"]):  # drop pydantic's union tag
             loc.pop(1)
         where = ".".join(loc) or "(top level)"
-        got = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
+        shown = problem["type"] != "missing" and not isinstance(problem["input"], dict)  # not a whole section
+        got = f" (got {problem['input']!r})" if shown else ""
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key" + (f": renamed to {RENAMED[loc[-1]]}" if loc[-1] in RENAMED else
+                                       ": check its spelling and section (`ausynth validate --show` prints every key)")
         origin = _origin(loc, sources)
         source = f" [set in {origin}]" if origin not in (None, file_label) else ""
-        lines.append(f"  {where}: {problem['msg']}{got}{source}")
+        lines.append(f"  {where}: {message}{got}{source}")
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from ausynth.configs.schema import ExperimentConfig
 from ausynth.tasks import datasets, label_types
 from ausynth.tasks.errors import DataError
+from ausynth.tasks.generator_kinds import Architecture
 from ausynth.tasks.generator_stage import check_checkpoint
 from ausynth.tasks.store import StoredItem
 from ausynth.tasks.strategies import strategy
@@ -26,6 +27,8 @@ def check_inputs(cfg: ExperimentConfig, dataset: StoredItem) -> None:
                         "unlabelled pool (dataset.unlabelled for the toy set; an 'unlabelled:' source, or rows "
                         "without labels, for faces) or drop those strategies")
     if any(s.needs_generated for s in chosen):
+        labelled = datasets.load_set(dataset, "labelled", mmap=True)
+        Architecture.of(cfg.generator, labelled)  # the kind takes these labels (ConfigError naming generator.kind)
         if cfg.generator.checkpoint is not None:
             check_checkpoint(cfg, dataset)
         _check_neutral_sources(dataset, pool_size=len(pool))

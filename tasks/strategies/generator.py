@@ -8,8 +8,7 @@ from ausynth.tasks.strategies.base import Strategy, sample
 
 class Generator(Strategy):
     name = "generator"
-    needs_pool = True
-    needs_pool_scores = True  # the generator trains on labelled + pseudo-labelled images
+    needs_pool_scores = True  # the generator trains on labelled + pseudo-labelled images (none without a pool)
     needs_generated = True
 
     def added(self, cfg, inputs, train, seed):
