@@ -55,16 +55,43 @@ class ToyDatasetConfig(Section):
 
 
 class ClassifierConfig(Section):
-    """The AU classifier and how it is trained (defaults: the thesis' setting)."""
+    """The AU classifier and how it is trained.
+
+    The defaults are a profile that trains reliably on small and noisy sets (300 to 3,000 toy
+    images at medium or hard noise, CK+ faces): BCE, Adam at lr 1e-3, batch 32, early stopping on
+    validation F1 (macro F1 for emotions; CCC for intensity and valence/arousal, which have no F1)
+    after at least 10 epochs, patience 10, up to 200 epochs. The thesis' setting (MSE, RAdam,
+    lr 1e-3, batch 100, up to 1000 epochs, patience 20 on validation loss) sits for tens of
+    epochs on the all-negative plateau (every AU predicted absent, F1 0) when images are few or
+    noisy (300 toy images at medium noise: F1 0 after 30 epochs, out at about epoch 40); it
+    stays available exactly as set in
+    ``configs/toy-paper.yaml``: ``loss: mse, optimizer: radam, lr: 0.001, batch_size: 100,
+    max_epochs: 1000, patience: 20, monitor: val_loss, min_delta: 0, min_epochs: 1``.
+
+    Early stopping (``tasks/train_classifier.py``): an epoch *improves* when ``monitor`` beats the
+    value of the last improving epoch by more than ``min_delta`` (absolute, in the monitor's own
+    units: e.g. 1e-4 of loss, or 0.01 of F1; lower is better for ``val_loss`` and ``val_rmse``,
+    higher for the scores); training stops after ``patience`` epochs without one, never before
+    ``min_epochs`` (a ``min_epochs`` above ``max_epochs`` just means no early stop). The weights
+    kept are those of the best epoch by ``monitor`` (any margin; ties go to the lower validation
+    loss). ``monitor`` values: ``val_loss`` (the training loss on the validation split), ``val_f1``
+    (mean F1 over AUs at ``threshold``; macro F1 for emotions), ``val_accuracy`` (emotions),
+    ``val_ccc`` and ``val_rmse`` (intensity, valence/arousal); a monitor the label type has no
+    score for falls back to that type's first score (``val_f1`` for AU presence and emotion,
+    ``val_ccc`` otherwise).
+    """
 
     backbone: Literal["small_cnn", "resnet18"] = "small_cnn"
     width: PositiveInt = 16
-    loss: Literal["mse", "bce"] = "mse"
-    optimizer: Literal["radam", "adam"] = "radam"
+    loss: Literal["mse", "bce"] = "bce"
+    optimizer: Literal["radam", "adam"] = "adam"
     lr: Annotated[float, Field(gt=0)] = 1e-3
-    batch_size: PositiveInt = 100
-    max_epochs: PositiveInt = 1000
-    patience: PositiveInt = 20
+    batch_size: PositiveInt = 32
+    max_epochs: PositiveInt = 200
+    patience: PositiveInt = 10
+    monitor: Literal["val_loss", "val_f1", "val_accuracy", "val_ccc", "val_rmse"] = "val_f1"
+    min_delta: Annotated[float, Field(ge=0)] = 0.0
+    min_epochs: PositiveInt = 10
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
 
 

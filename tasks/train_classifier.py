@@ -3,24 +3,19 @@
 Images stay uint8 in one tensor on the device and are scaled per batch, so an epoch costs
 only the network's compute: no per-step decoding and no DataLoader workers to feed.
 
-Head and loss follow the label type (the training set's ``meta["label_type"]`` unless given):
-
-- ``au_presence`` / ``au_intensity``: sigmoid outputs; ``cfg.loss`` "mse" (the thesis: MSE
-  between sigmoid outputs and the, possibly soft, targets) or "bce";
-- ``emotion``: softmax over the ``emotion_<class>`` outputs, cross-entropy against one-hot or
-  soft targets (each row normalised to sum 1; ``cfg.loss`` does not apply);
-- ``valence_arousal``: tanh-bounded regression, MSE.
-
-NaN targets are unlabelled and masked out of the loss (per entry; per row for emotions), so
-partially labelled rows still teach the outputs they have. The validation record holds
-``val_loss`` (the early-stopping monitor) and the label type's scores (``MONITOR``).
+The label type (``tasks/label_types.py``; the training set's ``meta["label_type"]`` unless given)
+picks the head's activation and the loss. NaN targets are unlabelled and masked out of the loss,
+so partially labelled rows still teach the outputs they have. The validation record holds
+``val_loss`` and the label type's validation scores.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,30 +24,33 @@ import torch
 from torch import nn
 
 from ausynth.configs.schema import ClassifierConfig
-from ausynth.models.au_classifier import AUClassifier, activate, check_label_type
+from ausynth.models.au_classifier import AUClassifier
+from ausynth.tasks import label_types
 from ausynth.tasks.device import seed_everything
 from ausynth.tasks.imageset import ImageSet
-from ausynth.tasks.metrics import evaluate_predictions
 
 log = logging.getLogger("ausynth")
 
 EpochCallback = Callable[[int, dict[str, float]], None]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# Per label type: validation record key -> flat metric of ``evaluate_predictions``.
-MONITOR = {
-    "au_presence": {"val_f1": "f1_mean"},
-    "au_intensity": {"val_ccc": "ccc_mean", "val_rmse": "rmse_mean"},
-    "emotion": {"val_accuracy": "accuracy", "val_f1": "f1_macro"},
-    "valence_arousal": {"val_ccc": "ccc_mean", "val_rmse": "rmse_mean"},
-}
 
 
 @dataclass
 class TrainedClassifier:
+    """A trained model with the weights of its best epoch (by ``monitor``), and how training went.
+
+    ``never_learnt``: the model predicts no AU on any validation image, or its best epoch has
+    validation F1 0 (the all-negative plateau), or, for a regression, validation CCC <= 0 (no better
+    than a constant); ``never_learnt_reason`` says which. A WARNING naming the run is logged too.
+    """
     model: AUClassifier
     best_epoch: int
     history: list[dict[str, float]] = field(default_factory=list)
     images_per_second: float = 0.0
+    epochs: int = 0  # epochs trained
+    stopped_early: bool = False  # True when patience ended training before max_epochs
+    monitor: str = "val_loss"  # the validation record key that picked best_epoch and stopped training
+    never_learnt: bool = False
+    never_learnt_reason: str = ""
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -63,66 +61,6 @@ def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
 def scale(batch: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1], the range the generators' tanh outputs share."""
     return batch.float().div_(127.5).sub_(1.0)
-
-
-def infer_label_type(columns: list[str]) -> str:
-    """The label type column names imply: ``emotion_*`` columns, ``valence``/``arousal``, else AU presence
-    (names cannot tell presence from intensity)."""
-    if columns and all(c.startswith("emotion_") for c in columns):
-        return "emotion"
-    if columns and set(columns) <= {"valence", "arousal"}:
-        return "valence_arousal"
-    return "au_presence"
-
-
-def label_type_of(imageset: ImageSet, label_type: str | None = None) -> str:
-    """``label_type`` if given, else the set's ``meta["label_type"]``, else what its columns imply;
-    an error when it contradicts the columns (e.g. emotion columns trained as AUs)."""
-    chosen = check_label_type(label_type or imageset.meta.get("label_type") or infer_label_type(imageset.label_columns))
-    implied = infer_label_type(imageset.label_columns)
-    if (chosen in ("emotion", "valence_arousal") or implied in ("emotion", "valence_arousal")) and chosen != implied:
-        raise ValueError(f"label type {chosen!r} does not fit the label columns {imageset.label_columns} "
-                         f"(they look like {implied!r})")
-    return chosen
-
-
-def _masked_mean(elementwise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the labelled entries; 0 (with a gradient path) when none is labelled."""
-    mask = mask.to(elementwise.dtype)
-    return (elementwise * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def _loss_fn(kind: str, label_type: str = "au_presence") -> LossFn:
-    """The loss of raw head outputs against targets that may hold NaN (unlabelled)."""
-    check_label_type(label_type)
-    if label_type == "emotion":
-        return _soft_cross_entropy
-    if label_type == "valence_arousal":
-        squash, kind = torch.tanh, "mse"
-    else:
-        squash = torch.sigmoid
-
-    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        labelled = ~torch.isnan(target)
-        target = torch.where(labelled, target, torch.zeros_like(target))
-        if kind == "mse":  # the thesis: MSE between sigmoid outputs and (possibly soft) targets
-            elementwise = (squash(logits) - target) ** 2
-        else:
-            elementwise = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-        return _masked_mean(elementwise, labelled)
-
-    return loss
-
-
-def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the softmax against one-hot or soft rows; rows with NaN or no mass are skipped."""
-    usable = ~torch.isnan(target).any(dim=1)
-    target = torch.nan_to_num(target, nan=0.0).clamp_min(0.0)
-    mass = target.sum(dim=1)
-    usable &= mass > 0
-    target = target / mass.clamp_min(1e-12)[:, None]
-    per_row = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)
-    return _masked_mean(per_row, usable)
 
 
 def _optimizer(cfg: ClassifierConfig, params) -> torch.optim.Optimizer:
@@ -147,8 +85,8 @@ def predict_proba(model: nn.Module, images: np.ndarray | torch.Tensor, device: t
     sigmoid scores (AU presence, AU intensity 0..1), softmax probabilities (emotion), or values in
     [-1, 1] (valence/arousal). ``label_type`` defaults to the model's own (AU presence for a model
     without one)."""
-    label_type = label_type or getattr(model, "label_type", "au_presence")
-    return activate(_outputs(model, images, device, batch_size), label_type).numpy()
+    kind = label_types.label_type(label_type or getattr(model, "label_type", "au_presence"))
+    return kind.activate(_outputs(model, images, device, batch_size)).numpy()
 
 
 def _run_epoch(model, optimizer, loss_fn, images, targets, batch_size, generator) -> float:
@@ -166,36 +104,82 @@ def _run_epoch(model, optimizer, loss_fn, images, targets, batch_size, generator
 
 
 def _validate(model, loss_fn, images, targets, labels, names, device, threshold,
-              label_type: str = "au_presence") -> dict[str, float]:
+              kind: label_types.LabelType) -> dict[str, float]:
+    """The epoch's validation record: ``val_loss`` and the label type's validation scores.
+
+    A small validation split often lacks positives of a rare AU; the metrics' 'cannot be scored'
+    warning is silenced here (it would repeat every epoch) and still shows at test time."""
     logits = _outputs(model, images, device)
     val_loss = float(loss_fn(logits, targets.cpu()))
-    _, flat = evaluate_predictions(label_type, labels, activate(logits, label_type).numpy(), names, threshold)
-    return {"val_loss": val_loss, **{key: flat[name] for key, name in MONITOR[label_type].items() if name in flat}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*cannot be scored")
+        _, flat = kind.evaluate(labels, kind.activate(logits).numpy(), names, threshold)
+    return {"val_loss": val_loss, **{key: flat[name] for key, name in kind.validation_scores.items() if name in flat}}
+
+
+MINIMISED = ("val_loss", "val_rmse")  # monitored keys where lower is better; for the others higher is
+
+
+def _monitor_key(cfg: ClassifierConfig, kind: label_types.LabelType) -> str:
+    """``cfg.monitor`` where the label type's validation record has it, else that type's first
+    validation score (``val_f1`` asked of a regression monitors ``val_ccc``)."""
+    if cfg.monitor == "val_loss" or cfg.monitor in kind.validation_scores:
+        return cfg.monitor
+    key = next(iter(kind.validation_scores), "val_loss")
+    log.info("monitor %s does not apply to %s labels: monitoring %s instead", cfg.monitor, kind.name, key)
+    return key
+
+
+def _never_learnt(model, kind: label_types.LabelType, best: dict[str, float], val_images: torch.Tensor,
+                  device: torch.device, threshold: float) -> str:
+    """Why the restored model counts as never having learnt; '' when it learnt something."""
+    if best.get("val_f1", 1.0) <= 0.0:
+        return "its best epoch has validation F1 0 (the all-negative plateau)"
+    if kind.name == "au_presence":
+        scores = kind.activate(_outputs(model, val_images, device)).numpy()
+        if not (scores >= threshold).any():
+            return f"it predicts no AU on any of the {len(scores)} validation images"
+    if best.get("val_ccc", 1.0) <= 0.0:
+        return f"its best validation CCC is {best['val_ccc']:.3f}: no better than a constant"
+    return ""
 
 
 def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed: int, device: torch.device,
                      on_epoch: EpochCallback | None = None, desc: str = "classifier",
                      label_type: str | None = None) -> TrainedClassifier:
-    """Fit on ``train``; stop when validation loss has not improved for ``patience`` epochs.
+    """Fit on ``train`` with early stopping on ``cfg.monitor``; restore the best epoch's weights.
+
+    Early stopping: an epoch *improves* when the monitored value (``val_loss``/``val_rmse``: lower
+    is better; ``val_f1``/``val_accuracy``/``val_ccc``: higher) beats the value of the last improving
+    epoch by more than ``cfg.min_delta`` (absolute, in the monitor's units). Training stops once
+    ``cfg.patience`` epochs have passed without an improvement, but never before ``cfg.min_epochs``.
+    The weights restored are those of the best epoch by the monitored value alone (any margin;
+    for a score, ties go to the lower ``val_loss``). With ``monitor: val_loss``, ``min_delta: 0``
+    and ``min_epochs: 1`` this is the thesis' rule: stop when validation loss has not fallen for
+    ``patience`` epochs and keep the epoch of lowest validation loss.
 
     ``label_type`` (default: ``train.meta["label_type"]``, else implied by the label columns)
     picks the head's activation and the loss; the returned model carries it (``model.label_type``),
-    so ``predict_proba`` returns the right kind of output. The weights of the best validation
-    epoch are restored before returning.
+    so ``predict_proba`` returns the right kind of output. A monitor the label type has no score
+    for falls back to that type's first validation score (logged). A model that never learnt (see
+    ``TrainedClassifier``) is flagged and logged as a WARNING naming ``desc``.
     """
-    label_type = label_type_of(train, label_type)
+    kind = label_types.of(train, label_type)
     if val.label_columns != train.label_columns:
         raise ValueError(f"validation labels {val.label_columns} differ from training labels {train.label_columns}")
     seed_everything(seed)
     model = AUClassifier(len(train.label_columns), train.image_shape[-1], cfg.backbone, cfg.width,
-                         label_type=label_type).to(device)
+                         label_type=kind.name).to(device)
     optimizer = _optimizer(cfg, model.parameters())
-    loss_fn = _loss_fn(cfg.loss, label_type)
+    loss_fn = kind.loss(cfg.loss)
     images, targets = to_tensor(train.images, device), torch.from_numpy(train.labels).to(device)
     val_images, val_labels = to_tensor(val.images, device), val.labels
     val_targets = torch.from_numpy(val_labels)
     generator = torch.Generator().manual_seed(seed)
-    best_loss, best_state, best_epoch, history = float("inf"), None, 0, []
+    monitor = _monitor_key(cfg, kind)
+    sign = 1.0 if monitor in MINIMISED else -1.0  # sign * value: lower is better
+    best, best_state, best_epoch, history = (float("inf"), float("inf")), None, 0, []
+    reference, improved_at, stopped_early = float("inf"), 0, False
     seen, elapsed = 0, 0.0
     for epoch in range(1, cfg.max_epochs + 1):
         start = time.perf_counter()
@@ -203,17 +187,34 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
         elapsed += time.perf_counter() - start
         seen += len(images)
         record = {"train_loss": train_loss, **_validate(model, loss_fn, val_images, val_targets, val_labels,
-                                                        train.label_columns, device, cfg.threshold, label_type)}
+                                                        train.label_columns, device, cfg.threshold, kind)}
         history.append(record)
-        if record["val_loss"] < best_loss:
-            best_loss, best_epoch, best_state = record["val_loss"], epoch, copy.deepcopy(model.state_dict())
+        value = sign * record[monitor]
+        value = float("inf") if math.isnan(value) else value  # undefined (e.g. F1 with no positive): worst
+        if (value, record["val_loss"]) < best:  # ties go to the lower val_loss; a NaN val_loss never wins
+            best, best_epoch, best_state = (value, record["val_loss"]), epoch, copy.deepcopy(model.state_dict())
+        if value < reference - cfg.min_delta:
+            reference, improved_at = value, epoch
         scores = " ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("train_loss", "val_loss"))
         log.info("%s epoch %d/%d train_loss %.4f val_loss %.4f %s (%.0f img/s)", desc, epoch,
                  cfg.max_epochs, train_loss, record["val_loss"], scores, seen / elapsed)
         if on_epoch:
             on_epoch(epoch, record)
-        if epoch - best_epoch >= cfg.patience:
-            log.info("%s early stop at epoch %d, best epoch %d", desc, epoch, best_epoch)
+        if epoch >= cfg.min_epochs and epoch - improved_at >= cfg.patience:
+            stopped_early = epoch < cfg.max_epochs
             break
-    model.load_state_dict(best_state)
-    return TrainedClassifier(model, best_epoch, history, seen / max(elapsed, 1e-9))
+    if best_state is None:  # every epoch's monitored value was NaN: keep the last weights
+        best_epoch = len(history)
+    else:
+        model.load_state_dict(best_state)
+    log.info("%s %s epoch %d; best epoch %d by %s (%s)", desc, "stopped early at" if stopped_early else "trained to",
+             len(history), best_epoch, monitor, " ".join(f"{k} {v:.4f}" for k, v in history[best_epoch - 1].items()))
+    result = TrainedClassifier(model, best_epoch, history, seen / max(elapsed, 1e-9), epochs=len(history),
+                               stopped_early=stopped_early, monitor=monitor)
+    reason = _never_learnt(model, kind, history[best_epoch - 1], val_images, device, cfg.threshold)
+    if reason:
+        result.never_learnt, result.never_learnt_reason = True, reason
+        log.warning("NEVER LEARNT: classifier %s did not learn: %s (best epoch %d of %d). Its test figures "
+                    "are those of a model that predicts (almost) nothing; check the loss, lr and min_epochs.",
+                    desc, reason, best_epoch, len(history))
+    return result
