@@ -69,7 +69,9 @@ def fit_classifier(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs:
                 "in_channels": data.image_shape[-1], "backbone": cfg.classifier.backbone,
                 "width": cfg.classifier.width, "label_columns": data.label_columns,
                 "label_type": trained.model.label_type, "device": str(device),
-                "never_learnt": trained.never_learnt}
+                "never_learnt": trained.never_learnt,
+                "never_learnt_reason": trained.never_learnt_reason, "stopped_early": trained.stopped_early,
+                "monitor": trained.monitor}
         (folder / INFO).write_text(json.dumps(info, indent=2))
         (folder / HISTORY).write_text(json.dumps(trained.history))
 

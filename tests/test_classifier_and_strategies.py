@@ -68,7 +68,8 @@ def test_early_stopping_restores_the_best_epoch(toy, monkeypatch):
 
     monkeypatch.setattr(tc, "_validate", fake_validate)
     train, val = datasets.train_val(toy["labelled"])
-    trained = train_classifier(train, val, ClassifierConfig(max_epochs=50, patience=3, width=4), 0, CPU)
+    trained = train_classifier(train, val, ClassifierConfig(max_epochs=50, patience=3, width=4,
+                                                                      monitor="val_loss", min_epochs=1), 0, CPU)
     assert trained.best_epoch == 2 and len(trained.history) == 5
     for key, value in trained.model.state_dict().items():
         torch.testing.assert_close(value, snapshots[1][key])
@@ -88,7 +89,7 @@ def test_the_registry_names_every_strategy_and_what_it_needs():
     assert BASELINE is strategy("supervised")
     needs = {name: (s.needs_pool, s.needs_pool_scores, s.needs_generated) for name, s in STRATEGIES.items()}
     assert needs == {"supervised": (False, False, False), "upsample": (False, False, False),
-                     "pseudo_label": (True, True, False), "generator": (True, True, True)}
+                     "pseudo_label": (True, True, False), "generator": (False, True, True)}
     with pytest.raises(ValueError, match="unknown strategy 'pseudo'.*'pseudo_label'"):
         strategy("pseudo")
 

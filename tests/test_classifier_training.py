@@ -141,8 +141,6 @@ def test_default_profile_is_the_reliable_one():
         ("bce", "adam", 32, "val_f1", 10)
 
 
-@pytest.mark.xfail(strict=True, reason="configs/toy-paper.yaml does not yet set monitor: val_loss, min_delta: 0, "
-                                       "min_epochs: 1, so it inherits the new defaults; remove this mark once it does")
 def test_toy_paper_keeps_the_thesis_profile_exactly():
     for name in ("toy-paper", "toy-paper-3k-medium", "toy-paper-3k-hard", "toy-paper-30k-medium", "toy-paper-30k-hard"):
         cfg = load_config(name).classifier
