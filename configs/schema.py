@@ -11,12 +11,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, PositiveInt, field_validator, model_validator
 
+from ausynth.configs.execution import ExecutionConfig
 from ausynth.configs.faces import FaceDatasetConfig
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.configs.section import Section
 
-Strategy = Literal["supervised", "upsample", "pseudo_label", "generator"]
-STRATEGIES: tuple[str, ...] = ("supervised", "upsample", "pseudo_label", "generator")
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed accepts 0..2**32-1; checked here, not at the first training
 
 
@@ -116,10 +115,12 @@ class ExperimentConfig(Section):
     workspace: Path = Path("workspace")
     dataset: Annotated[ToyDatasetConfig | FaceDatasetConfig, Field(discriminator="kind")] = ToyDatasetConfig()
     classifier: ClassifierConfig = ClassifierConfig()
-    strategies: Annotated[list[Strategy], Field(min_length=1)] = ["supervised", "upsample", "pseudo_label"]
+    # names in tasks/strategies.STRATEGIES
+    strategies: Annotated[list[str], Field(min_length=1)] = ["supervised", "upsample", "pseudo_label"]
     augment: AugmentConfig = AugmentConfig()
     pseudo_label: PseudoLabelConfig = PseudoLabelConfig()
     generator: GeneratorConfig = GeneratorConfig()
+    execution: ExecutionConfig = ExecutionConfig()  # how tasks run (configs/execution.py); never changes results
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -134,6 +135,16 @@ class ExperimentConfig(Section):
     def _unique(cls, value: list, info) -> list:
         if len(set(value)) != len(value):
             raise ValueError(f"{info.field_name} has duplicates: {value}")
+        return value
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: list[str]) -> list[str]:
+        from ausynth.tasks.strategies import STRATEGIES  # the registry's modules import this one
+
+        unknown = [name for name in value if name not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}: use names from {list(STRATEGIES)}")
         return value
 
     @model_validator(mode="after")

@@ -1,18 +1,29 @@
-"""The comparison DAG: dataset -> baseline (teacher) -> pool scores -> generator -> each strategy x seed -> comparison."""
+"""The comparison DAG: dataset -> baseline (teacher) -> pool scores -> generator -> each strategy x seed -> comparison.
+
+``compare_strategies`` loads the config, checks what must fail before any work (the MLflow store,
+a Dask scheduler's address), opens the parent MLflow run and runs ``comparison_dag`` as a subflow
+on the task runner that ``execution.task_runner`` names (``tasks/execution.py``). The DAG submits
+every task with its inputs; independent ones run at once on the ``threads`` and ``dask`` runners
+(the (strategy, seed) trainings and evaluations, the oracle beside the generator, the dataset
+report beside training), and in this order, one at a time, on the ``sequential`` one.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 from prefect import flow
 
-from ausynth.configs.loader import load_config, parameter_overrides
+from ausynth.configs.loader import load_for_run, parameter_overrides
+from ausynth.configs.schema import ExperimentConfig
 from ausynth.tasks import prefect_tasks as t
+from ausynth.tasks.execution import Submitter, effective, execution_for, run_in
 from ausynth.tasks.outputs import new_output_dir
 from ausynth.tasks.preflight import check_inputs
-from ausynth.tasks.strategies import BASELINE, STRATEGIES, Inputs
+from ausynth.tasks.strategies import BASELINE, STRATEGIES
 from ausynth.tasks.tracking import Tracker, check_tracking, tracked_run
 
 StrategyName = Literal[tuple(STRATEGIES)]  # the form's choice list follows the registry
@@ -43,33 +54,50 @@ def compare_strategies(
     """Run every configured strategy with every seed and compare them in MLflow.
 
     ``config`` is a YAML path or a built-in config name. The other fields, when set, replace the
-    config's value; ``overrides`` takes any other ``dotted.key=value`` setting.
+    config's value; ``overrides`` takes any other ``dotted.key=value`` setting (e.g.
+    ``execution.task_runner=dask``).
     """
     form = parameter_overrides(strategies=strategies, seeds=seeds, dataset__difficulty=difficulty,
                                dataset__labelled=labelled, augment__size=augment_size,
                                classifier__max_epochs=max_epochs, device=device)
-    cfg = load_config(config, [*form, *(overrides or [])])
+    cfg = effective(load_for_run(config, [*form, *(overrides or [])]))
     tracker = Tracker(cfg)
     check_tracking(tracker.uri)  # a down MLflow server fails here, not after the training
+    execution = execution_for(cfg)  # so does a Dask scheduler address nobody answers
     output_dir = new_output_dir(cfg)
     with tracked_run(tracker, output_dir) as parent_id:
-        dataset = t.dataset_task(cfg)
-        check_inputs(cfg, dataset)
-        t.dataset_report_task(cfg, dataset, parent_id, output_dir)
-        chosen = [STRATEGIES[name] for name in cfg.strategies]
-        inputs = Inputs(dataset)
-        if any(s.needs_pool_scores for s in chosen):
-            teacher = t.classifier_task(cfg, BASELINE.name, cfg.seeds[0], inputs)
-            inputs = replace(inputs, pool_scores=t.pool_scores_task(cfg, dataset, teacher))
-        if any(s.needs_generated for s in chosen):
-            generator = t.generator_task(cfg, dataset, inputs.pool_scores, parent_id)
-            oracle = t.oracle_task(cfg, dataset)
-            inputs = replace(inputs, generated=t.generated_task(cfg, dataset, generator, inputs.pool_scores, oracle,
-                                                                parent_id))
-        evaluations = [
-            t.evaluation_task(cfg, dataset, t.classifier_task(cfg, name, seed, inputs), parent_id, name, seed)
-            for name in cfg.strategies for seed in cfg.seeds
-        ]
-        tables = t.publish_task(cfg, dataset, evaluations, parent_id, output_dir)
-    return ComparisonResult(tables["comparison"], tables["differences"], evaluations[0].label_type,
-                            str(output_dir), tracker.uri, parent_id)
+        tables, label_type = run_in(execution, comparison_dag, cfg, parent_id, output_dir)
+    return ComparisonResult(tables["comparison"], tables["differences"], label_type, str(output_dir), tracker.uri,
+                            parent_id)
+
+
+@flow(name="ausynth-comparison-dag", validate_parameters=False)
+def comparison_dag(cfg: ExperimentConfig, parent_id: str, output_dir: Path) -> tuple[dict[str, pd.DataFrame], str]:
+    """Every task of one comparison, submitted in dependency order; returns the publish task's tables and the
+    label type."""
+    execution = execution_for(cfg, check=False)
+    execution.dag_started()
+    submit = Submitter(execution, t.GPU_TASKS)
+    dataset = t.dataset_task(cfg)  # everything needs it, and the checks below read it
+    check_inputs(cfg, dataset)
+    submit(t.dataset_report_task, cfg, dataset, parent_id, output_dir)
+    chosen = [STRATEGIES[name] for name in cfg.strategies]
+    models, pool_scores, generated = {}, None, None
+    if any(s.needs_pool_scores for s in chosen):
+        teacher = models[BASELINE.name, cfg.seeds[0]] = submit(t.classifier_task, cfg, BASELINE.name, cfg.seeds[0],
+                                                                dataset)
+        pool_scores = submit(t.pool_scores_task, cfg, dataset, teacher)
+    if any(s.needs_generated for s in chosen):
+        generator = submit(t.generator_task, cfg, dataset, pool_scores, parent_id)
+        oracle = submit(t.oracle_task, cfg, dataset)
+        generated = submit(t.generated_task, cfg, dataset, generator, pool_scores, oracle, parent_id)
+    evaluations = []
+    for strategy in chosen:
+        needs = (pool_scores if strategy.needs_pool_scores else None, generated if strategy.needs_generated else None)
+        for seed in cfg.seeds:
+            model = models.get((strategy.name, seed)) or submit(t.classifier_task, cfg, strategy.name, seed, dataset,
+                                                                 *needs)
+            evaluations.append(submit(t.evaluation_task, cfg, dataset, model, parent_id, strategy.name, seed))
+    tables = submit(t.publish_task, cfg, dataset, evaluations, parent_id, output_dir)
+    submit.wait()
+    return tables.result(), evaluations[0].result().label_type

@@ -1,10 +1,11 @@
 """Generator checkpoints: what they hold, how they are written, read and checked.
 
 A checkpoint is one ``torch.save`` file holding only tensors and plain JSON-like values (both
-networks, both optimisers, the AMP scalers, the step, every RNG state, the config, the
-architecture and the training history), so ``torch.load(..., weights_only=True)`` can read it
-without executing pickled code. It is written to a temporary file and renamed over the old
-one: a run killed mid-write leaves the previous checkpoint intact.
+networks, both optimisers, the AMP scalers, the step, every RNG state (the training loop's own
+generator's among them), the config, the architecture and the training history), so
+``torch.load(..., weights_only=True)`` can read it without executing pickled code. It is written
+to a temporary file and renamed over the old one: a run killed mid-write leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class TrainedGenerator:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def rng_state() -> dict[str, Any]:
-    """torch (CPU and CUDA), numpy and python RNG states as tensors and plain values."""
+def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The training loop's own generator (when given), torch's global (CPU and CUDA), numpy's and python's
+    RNG states, as tensors and plain values."""
     numpy_state = np.random.get_state(legacy=False)
-    return {
+    own = {"generator": generator.get_state()} if generator is not None else {}
+    return {**own,
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "numpy": {"key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
@@ -50,7 +53,15 @@ def rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> bool:
+    """Restore the states of ``rng_state``; returns False when ``generator`` was given but the checkpoint has
+    no state for it (one written before the loop had its own generator)."""
+    restored = True
+    if generator is not None:
+        if "generator" in state:
+            generator.set_state(state["generator"])
+        else:
+            restored = False
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -60,6 +71,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    return restored
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -1,11 +1,18 @@
-"""Device choice and seeding, shared by every stage that runs torch."""
+"""Device choice, seeding and thread control, shared by every stage that runs torch."""
 
 from __future__ import annotations
 
+import os
 import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_GLOBAL_RNG = threading.RLock()  # held while a block seeds and draws from the process-wide RNGs
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -21,3 +28,36 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed python's, numpy's and torch's global RNGs and hold them while the block runs.
+
+    torch's default generator is one per process, shared by every thread. Tasks that run on
+    threads of one process (``execution.task_runner: threads``) would otherwise interleave their
+    draws: one task seeds, another seeds, the first initialises its network from the second's
+    seed. Code that must draw from the global RNGs (a network's weight initialisation) does it
+    inside this block; longer random streams (batches, targets) use their own ``torch.Generator``.
+    """
+    with _GLOBAL_RNG:
+        seed_everything(seed)
+        yield
+
+
+def use_threads(count: int) -> None:
+    """Let torch (intra-op), OpenMP, MKL and numpy's BLAS use ``count`` threads in this process.
+
+    torch's setting applies at once to every thread of the process; the environment variables
+    reach the processes this one starts; BLAS libraries already loaded (numpy's OpenBLAS) are
+    limited through threadpoolctl.
+    """
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(count)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn brings it; without it only torch is limited
+        return
+    threadpool_limits(limits=count, user_api="blas")

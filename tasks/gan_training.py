@@ -5,10 +5,13 @@ generator's condition and which conditional loss and reconstruction terms apply;
 ``Objective`` holds those differences and the loop (critic step, generator step every ``n_critic`` steps, logging, samples, checkpoints)
 is shared. A step is one critic update.
 
-Reproducibility: every random draw (batch, targets, penalty mix) comes from the global torch
-RNG, whose state (with numpy's and python's) is saved in each checkpoint, and the lr is a pure
-function of the step; so a run killed and resumed from its last checkpoint redoes the same
-steps with the same numbers and ends with the same weights as a run never interrupted.
+Reproducibility: the networks are initialised from the seed while the global RNGs are held
+(``device.seeded``), and every random draw of the loop (batch, targets, penalty mix) comes from
+the loop's own ``torch.Generator``, seeded from the same seed. So tasks running beside it on
+other threads (``execution.task_runner: threads``) neither change its numbers nor have theirs
+changed. That generator's state (with the global ones) is saved in each checkpoint, and the lr
+is a pure function of the step; so a run killed and resumed from its last checkpoint redoes the
+same steps with the same numbers and ends with the same weights as a run never interrupted.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ausynth.models import gan_losses as L
 from ausynth.tasks.checkpoint import (TrainedGenerator, load_generator, read_checkpoint, rng_state,
                                       save_checkpoint, set_rng_state)
 from ausynth.tasks.generator_kinds import Architecture, Objective, generator_kind
-from ausynth.tasks.device import seed_everything
+from ausynth.tasks.device import seeded
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.train_classifier import scale, to_tensor
 
@@ -44,11 +47,13 @@ RESUME_FREE = {"log_every", "sample_every", "checkpoint_every", "intensity", "ne
                "images_per_au", "drop_failed", "max_rounds", "on_shortfall", "checkpoint"}  # keys that do not change training
 
 
-def sample_targets(labels: torch.Tensor, mode: str, categorical: bool) -> torch.Tensor:
-    """Random targets for a batch: other images' label vectors, or each column permuted alone."""
+def sample_targets(labels: torch.Tensor, mode: str, categorical: bool,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random targets for a batch: other images' label vectors, or each column permuted alone.
+    Drawn on the CPU from ``generator`` (default: torch's global one)."""
     if mode == "shuffle" or categorical:
-        return labels[torch.randperm(len(labels)).to(labels.device)]
-    order = torch.rand(labels.shape).argsort(dim=0).to(labels.device)
+        return labels[torch.randperm(len(labels), generator=generator).to(labels.device)]
+    order = torch.rand(labels.shape, generator=generator).argsort(dim=0).to(labels.device)
     return labels.gather(0, order)
 
 
@@ -91,7 +96,10 @@ class Networks:
         for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
             group["lr"] = lr
 
-    def d_step(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    def d_step(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+        """One critic update; the penalty's real/fake mix is drawn on the CPU from ``generator``
+        (default: torch's global one)."""
         cfg, obj = self.cfg, self.objective
         with self.autocast():
             with torch.no_grad():
@@ -100,7 +108,7 @@ class Networks:
             fake_scores, _ = self.D(fake)
             adv = L.critic_loss(real_scores.float(), fake_scores.float())
             cls = obj.cond_loss(real_labels, source)
-        alpha = torch.rand(len(x), 1, 1, 1, device=x.device)
+        alpha = torch.rand(len(x), 1, 1, 1, generator=generator).to(x.device)
         gp = L.gradient_penalty(lambda z: self.D(z)[0], x, fake, alpha)
         loss = adv + cfg.lambda_cls * cls + cfg.lambda_gp * gp
         self._update(loss, self.opt_d, self.scaler_d)
@@ -212,7 +220,8 @@ def _trainable(data: ImageSet) -> ImageSet:
     return data
 
 
-def _resume(nets: Networks, path: Path, arch: Architecture, run: dict) -> tuple[int, list[dict[str, float]]]:
+def _resume(nets: Networks, path: Path, arch: Architecture, run: dict,
+            generator: torch.Generator) -> tuple[int, list[dict[str, float]]]:
     """Restore a checkpoint's training state; returns its step and history."""
     state = read_checkpoint(path, arch)
     changed = sorted(k for k in run if k not in RESUME_FREE and state["run"].get(k) != run[k])
@@ -220,7 +229,11 @@ def _resume(nets: Networks, path: Path, arch: Architecture, run: dict) -> tuple[
         log.warning("resuming %s with changed settings %s: the result will differ from an uninterrupted run",
                     path, changed)
     nets.load(state)
-    set_rng_state(state["rng"])
+    if not set_rng_state(state["rng"], generator):
+        generator.manual_seed(int(run["seed"]) + state["step"])
+        log.warning("%s has no state for the training loop's generator (written by an older version): its "
+                    "random draws continue from a new seed, so the result will differ from an uninterrupted run",
+                    path)
     log.info("resuming generator training from %s at step %d", path, state["step"])
     return state["step"], state["history"]
 
@@ -241,9 +254,10 @@ def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.dev
     arch = Architecture.of(cfg, data)
     out_dir, path = Path(out_dir), Path(out_dir) / CHECKPOINT
     run = {**cfg.model_dump(mode="json"), "seed": seed}
-    seed_everything(seed)
-    nets = Networks(arch, cfg, device)
-    step, history = _resume(nets, path, arch, run) if path.is_file() else (0, [])
+    with seeded(seed):  # the weights' initial draws, safe from tasks on other threads
+        nets = Networks(arch, cfg, device)
+    rng = torch.Generator().manual_seed(seed)  # every later draw: batches, targets, penalty mixes
+    step, history = _resume(nets, path, arch, run, rng) if path.is_file() else (0, [])
     if step > cfg.steps:
         raise ValueError(f"{path} is at step {step}, past generator.steps ({cfg.steps}): use a new output folder")
     images = to_tensor(data.images, device)
@@ -256,10 +270,10 @@ def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.dev
     for step in range(step + 1, cfg.steps + 1):
         start = time.perf_counter()
         nets.set_lr(learning_rate(cfg, step))
-        index = torch.randint(len(data), (cfg.batch_size,)).to(device)
+        index = torch.randint(len(data), (cfg.batch_size,), generator=rng).to(device)
         x, source = scale(images[index]), labels[index]
-        target = sample_targets(source, cfg.target_sampling, categorical)
-        metrics = nets.d_step(x, source, target)
+        target = sample_targets(source, cfg.target_sampling, categorical, rng)
+        metrics = nets.d_step(x, source, target, rng)
         if step % cfg.n_critic == 0:
             metrics |= nets.g_step(x, source, target)
         window.add(metrics, time.perf_counter() - start)
@@ -273,6 +287,6 @@ def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.dev
             history.append({"step": float(step), **record})
             _report(cfg, step, record, image, watch, on_log)
         if step % cfg.checkpoint_every == 0 or last:
-            save_checkpoint(path, {**nets.state(), "step": step, "rng": rng_state(), "run": run,
+            save_checkpoint(path, {**nets.state(), "step": step, "rng": rng_state(rng), "run": run,
                                    "architecture": arch.as_dict(), "history": history})
     return load_generator(path, device, arch)

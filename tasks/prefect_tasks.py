@@ -4,6 +4,11 @@ Reuse of finished work comes from the content-addressed store inside each stage 
 with an unchanged config finds its datasets and models there, a changed one does not), so
 Prefect's own result caching is off: it would only pickle folder paths a second time.
 
+Every task starts in ``stage``, which applies the run's execution settings (``tasks/execution.py``):
+its torch/OpenMP threads and, on the ``threads`` runner, its turn to compute (and to use the GPU).
+Every task takes the config first and everything it needs as arguments, so it runs the same in
+the flow's thread, on a worker thread or in a Dask worker process.
+
 Only tasks that talk to the MLflow server retry, and only on errors that may pass
 (``tracking.transient``): a config or data error fails once. A retried task duplicates nothing:
 stages are store entries, and the tracker finds the runs and models a failed try left.
@@ -19,10 +24,14 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 
 from ausynth.configs.schema import ExperimentConfig
 from ausynth.tasks import classifiers, compare, datasets, generator_stage
+from ausynth.tasks.execution import process_lock, task_started
 from ausynth.tasks.classifiers import Evaluation
 from ausynth.tasks.dataset_report import write_dataset_report
 from ausynth.tasks.store import StoredItem
@@ -40,24 +49,30 @@ def retry_transient(task, task_run, state) -> bool:
 RETRY = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": retry_transient}
 
 
+# The tasks that train on the GPU when the run has one: they take it one at a time (tasks/execution.py).
+GPU_TASKS = frozenset({"train-classifier", "train-oracle", "train-generator"})
+
+
 @contextmanager
-def stage(name: str) -> Iterator[None]:
-    """Log one line when a stage ends, with its wall time."""
-    start = time.perf_counter()
-    yield
-    log.info("stage %s done in %.1f s", name, time.perf_counter() - start)
+def stage(cfg: ExperimentConfig, name: str) -> Iterator[None]:
+    """Run a stage under the run's execution settings; log one line when it ends, with its wall time."""
+    context = TaskRunContext.get()
+    with task_started(cfg.execution, gpu=context is not None and context.task.name in GPU_TASKS):
+        start = time.perf_counter()
+        yield
+        log.info("stage %s done in %.1f s", name, time.perf_counter() - start)
 
 
 @task(name="build-dataset", cache_policy=NO_CACHE)
 def dataset_task(cfg: ExperimentConfig) -> StoredItem:
-    with stage("build-dataset"):
+    with stage(cfg, "build-dataset"):
         return datasets.prepare_dataset(cfg)
 
 
 @task(name="dataset-report", cache_policy=NO_CACHE, **RETRY)
 def dataset_report_task(cfg: ExperimentConfig, dataset: StoredItem, run_id: str, output_dir: Path) -> None:
     """Counts, label prevalence, co-occurrence, example images (and face detection results) on the run."""
-    with stage("dataset-report"):
+    with stage(cfg, "dataset-report"):
         sets = {name: datasets.load_set(dataset, name) for name in datasets.IMAGE_SETS}
         reports = {p.stem: pd.read_csv(p, keep_default_na=False) for p in sorted((dataset.path / "reports").glob("*.csv"))}
         folder = output_dir / "dataset"
@@ -68,26 +83,29 @@ def dataset_report_task(cfg: ExperimentConfig, dataset: StoredItem, run_id: str,
 
 
 @task(name="train-classifier", task_run_name="train-{strategy_name}-seed{seed}", cache_policy=NO_CACHE)
-def classifier_task(cfg: ExperimentConfig, strategy_name: str, seed: int, inputs: Inputs) -> StoredItem:
-    with stage(f"train {strategy_name} seed {seed}"):
-        return classifiers.fit_classifier(cfg, strategy(strategy_name), seed, inputs)
+def classifier_task(cfg: ExperimentConfig, strategy_name: str, seed: int, dataset: StoredItem,
+                    pool_scores: StoredItem | None = None, generated: StoredItem | None = None) -> StoredItem:
+    """One (strategy, seed) classifier; ``pool_scores`` and ``generated`` only for strategies that need them,
+    so that the others need not wait for them."""
+    with stage(cfg, f"train {strategy_name} seed {seed}"):
+        return classifiers.fit_classifier(cfg, strategy(strategy_name), seed, Inputs(dataset, pool_scores, generated))
 
 
 @task(name="score-pool", cache_policy=NO_CACHE)
 def pool_scores_task(cfg: ExperimentConfig, dataset: StoredItem, teacher: StoredItem) -> StoredItem:
-    with stage("score the unlabelled pool with the teacher"):
+    with stage(cfg, "score the unlabelled pool with the teacher"):
         return classifiers.score_pool(cfg, dataset, teacher)
 
 
 @task(name="train-oracle", cache_policy=NO_CACHE)
 def oracle_task(cfg: ExperimentConfig, dataset: StoredItem) -> StoredItem:
-    with stage("train oracle"):
+    with stage(cfg, "train oracle"):
         return generator_stage.fit_oracle(cfg, dataset)
 
 
 @task(name="train-generator", cache_policy=NO_CACHE, **RETRY)  # a retry resumes from the last checkpoint
 def generator_task(cfg: ExperimentConfig, dataset: StoredItem, pool_scores: StoredItem, run_id: str) -> StoredItem:
-    with stage(f"train generator ({cfg.generator.kind})"):
+    with stage(cfg, f"train generator ({cfg.generator.kind})"):
         tracker = Tracker(cfg)
 
         def on_log(step: int, metrics: dict[str, float], image: Path | None) -> None:
@@ -104,7 +122,7 @@ def generator_task(cfg: ExperimentConfig, dataset: StoredItem, pool_scores: Stor
 def generated_task(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredItem, pool_scores: StoredItem,
                    oracle: StoredItem, run_id: str) -> StoredItem:
     """Single-label images, with the oracle's verdict logged on the run."""
-    with stage("generate single-label images"):
+    with stage(cfg, "generate single-label images"):
         generated = generator_stage.make_isolated(cfg, dataset, generator, pool_scores, oracle)
         summary = pd.read_json(generated.path / "summary.json", typ="series")
         tracker = Tracker(cfg)
@@ -121,14 +139,15 @@ def generated_task(cfg: ExperimentConfig, dataset: StoredItem, generator: Stored
 def evaluation_task(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem, parent_run_id: str,
                     strategy_name: str, seed: int) -> Evaluation:
     """Test one classifier and log it, once, as a child run of the comparison."""
-    with stage(f"evaluate {strategy_name} seed {seed}"):
+    with stage(cfg, f"evaluate {strategy_name} seed {seed}"):
         result = classifiers.evaluate(cfg, dataset, model)
         tracker = Tracker(cfg)
         run_id, complete = tracker.child_run(parent_run_id, strategy_name, seed)
         if not complete:
             _log_evaluation(tracker, run_id, result, model)
         name = f"au-classifier-{strategy_name}-seed{seed}"
-        model_uri = tracker.log_classifier(run_id, result.model, datasets.example_input(dataset), name)
+        with process_lock("torch.export"):  # MLflow exports the model: one thread of a process at a time
+            model_uri = tracker.log_classifier(run_id, result.model, datasets.example_input(dataset), name)
         tracker.complete(run_id)
         result.info.update(run_id=run_id, model_uri=model_uri)
         return result
@@ -153,7 +172,7 @@ def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[E
                  parent_run_id: str, output_dir: Path) -> dict[str, pd.DataFrame]:
     """The comparison, the paired differences and the per-seed tables, and the figures, in the run folder
     and on the parent run; the best model registered. Returns the tables."""
-    with stage("compare"):
+    with stage(cfg, "compare"):
         labelled = datasets.load_set(dataset, "labelled")
         table = compare.comparison_table(evaluations)
         tracker = Tracker(cfg)
@@ -165,6 +184,35 @@ def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[E
         kind = compare.kind_of(evaluations)
         best = compare.best_strategy(table, kind)
         chosen = max((e for e in evaluations if e.strategy == best), key=lambda e: e.metrics[kind.primary_metric])
+        score = chosen.metrics[kind.primary_metric]
+        summary = {m: f"{chosen.metrics[m]:.4f}" for m in kind.summary_metrics if m in chosen.metrics}
         tracker.register(parent_run_id, f"{cfg.experiment}-au-classifier", chosen.info["run_id"],
-                         chosen.info["model_uri"])
+                         chosen.info["model_uri"], score, dataset.key,
+                         {"config": cfg.name, "strategy": best, "seed": str(chosen.seed), **summary})
+        _link_prefect_and_mlflow(tracker, parent_run_id, compare.summary_markdown(
+            table, tables["differences"], kind, _generated_summary(tracker, parent_run_id), cfg.name))
         return tables
+
+
+def _generated_summary(tracker: Tracker, run_id: str) -> dict | None:
+    """The generated images' pass rates, as the generation task logged them on the parent run."""
+    logged = tracker.client.get_run(run_id).data.metrics
+    if "generated/pass_rate" not in logged:
+        return None
+    return {"pass_rate": logged["generated/pass_rate"], "real_pass_rate": logged.get("generated/real_pass_rate", 0.0)}
+
+
+def _link_prefect_and_mlflow(tracker: Tracker, parent_run_id: str, markdown: str) -> None:
+    """The summary as the MLflow run's description and as a Prefect artifact of the flow run, each
+    pointing at the other."""
+    url = tracker.run_url(parent_run_id)
+    mlflow_link = (f"[MLflow parent run {parent_run_id}]({url})" if url else
+                   f"MLflow parent run `{parent_run_id}` in `{tracker.uri}` (open it with "
+                   f"`mlflow ui --backend-store-uri {tracker.uri} --workers 1`)")
+    tracker.describe(parent_run_id, markdown)
+    if flow_run.id:
+        ui = flow_run.ui_url or ""  # an ephemeral API has no UI: no URL to point at
+        tracker.set_tags(parent_run_id, {"prefect.flow_run_id": flow_run.id,
+                                         **({"prefect.flow_run_url": ui} if ui.startswith("http") else {})})
+    create_markdown_artifact(f"{markdown}\n\n{mlflow_link}", key="comparison",
+                             description="Strategy comparison and a link to its MLflow run")
