@@ -20,6 +20,7 @@ It ends with the machine's dense float32 matmul rate, measured in the same run.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import subprocess
@@ -102,7 +103,7 @@ def runners(names: list[str], extra: list[str], root: Path) -> None:
         results[name] = child(["--child-comparison", name, str(root / name), *extra])
         print(f"   {name:22s} {results[name]['seconds']:7.1f} s", flush=True)
     base = results.get("sequential") or next(iter(results.values()))
-    tables = {n: pd.read_json(r["table"]) for n, r in results.items()}
+    tables = {n: pd.read_json(io.StringIO(r["table"])) for n, r in results.items()}
     reference = tables.get("sequential", next(iter(tables.values())))
     print(f"   {'runner':22s} {'wall':>8s} {'speed-up vs sequential':>24s}  table identical to sequential's")
     for name, result in results.items():
