@@ -21,11 +21,10 @@ from ausynth.models.au_classifier import AUClassifier
 from ausynth.tasks import datasets, label_types
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.errors import StoreError
-from ausynth.tasks.imageset import concat
 from ausynth.tasks.pseudo_labels import SCORES
 from ausynth.tasks.store import StoredItem, cached_folder, stable_hash
 from ausynth.tasks.strategies import Inputs, Strategy
-from ausynth.tasks.train_classifier import predict_proba, train_classifier
+from ausynth.tasks.train_classifier import predict_proba
 
 log = logging.getLogger("ausynth")
 
@@ -58,16 +57,14 @@ def fit_classifier(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs:
 
     def build(folder: Path) -> None:
         train, val = datasets.train_val(datasets.load_set(inputs.dataset, "labelled"))
-        extra = strategy.added(cfg, inputs, train, seed)
-        data = train if extra is None else concat([train, extra])
         device = resolve_device(cfg.device)
-        trained = train_classifier(data, val, cfg.classifier, seed, device, desc=f"{strategy.name}/seed{seed}")
+        trained, n_added = strategy.fit(cfg, inputs, train, val, seed, device)
         torch.save(trained.model.state_dict(), folder / WEIGHTS)
         info = {"strategy": strategy.name, "seed": seed, "best_epoch": trained.best_epoch,
-                "epochs": len(trained.history), "n_train": len(data), "n_added": len(data) - len(train),
-                "images_per_second": trained.images_per_second, "n_outputs": len(data.label_columns),
-                "in_channels": data.image_shape[-1], "backbone": cfg.classifier.backbone,
-                "width": cfg.classifier.width, "label_columns": data.label_columns,
+                "epochs": len(trained.history), "n_train": len(train) + n_added, "n_added": n_added,
+                "images_per_second": trained.images_per_second, "n_outputs": len(train.label_columns),
+                "in_channels": train.image_shape[-1], "backbone": cfg.classifier.backbone,
+                "width": cfg.classifier.width, "label_columns": train.label_columns,
                 "label_type": trained.model.label_type, "device": str(device),
                 "never_learnt": trained.never_learnt,
                 "never_learnt_reason": trained.never_learnt_reason, "stopped_early": trained.stopped_early,

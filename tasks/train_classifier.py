@@ -147,7 +147,39 @@ def _never_learnt(model, kind: label_types.LabelType, best: dict[str, float], va
 def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed: int, device: torch.device,
                      on_epoch: EpochCallback | None = None, desc: str = "classifier",
                      label_type: str | None = None) -> TrainedClassifier:
-    """Fit on ``train`` with early stopping on ``cfg.monitor``; restore the best epoch's weights.
+    """Fit on ``train`` with early stopping on ``cfg.monitor`` (``fit_with_early_stopping``).
+
+    ``label_type`` (default: ``train.meta["label_type"]``, else implied by the label columns)
+    picks the head's activation and the loss; the returned model carries it (``model.label_type``),
+    so ``predict_proba`` returns the right kind of output.
+    """
+    kind = label_types.of(train, label_type)
+    check_columns(train, val)
+    seed_everything(seed)
+    model = AUClassifier(len(train.label_columns), train.image_shape[-1], cfg.backbone, cfg.width,
+                         label_type=kind.name).to(device)
+    optimizer = _optimizer(cfg, model.parameters())
+    loss_fn = kind.loss(cfg.loss)
+    images, targets = to_tensor(train.images, device), torch.from_numpy(train.labels).to(device)
+    generator = torch.Generator().manual_seed(seed)
+
+    def run_epoch() -> dict[str, float]:
+        return {"train_loss": _run_epoch(model, optimizer, loss_fn, images, targets, cfg.batch_size, generator)}
+
+    return fit_with_early_stopping(model, run_epoch, len(images), val, cfg, loss_fn, on_epoch, desc)
+
+
+def check_columns(train: ImageSet, val: ImageSet) -> None:
+    if val.label_columns != train.label_columns:
+        raise ValueError(f"validation labels {val.label_columns} differ from training labels {train.label_columns}")
+
+
+def fit_with_early_stopping(model: AUClassifier, run_epoch: Callable[[], dict[str, float]], images_per_epoch: int,
+                            val: ImageSet, cfg: ClassifierConfig, loss_fn: label_types.LossFn,
+                            on_epoch: EpochCallback | None = None, desc: str = "classifier") -> TrainedClassifier:
+    """Call ``run_epoch`` (one training pass; its record holds ``train_loss``) until early stopping; restore
+    the best epoch's weights of ``model``. Every classifier the comparison trains goes through this rule,
+    whatever its epoch does (the standard one, the semi-supervised GAN's discriminator).
 
     Early stopping: an epoch *improves* when the monitored value (``val_loss``/``val_rmse``: lower
     is better; ``val_f1``/``val_accuracy``/``val_ccc``: higher) beats the value of the last improving
@@ -158,24 +190,14 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
     and ``min_epochs: 1`` this is the thesis' rule: stop when validation loss has not fallen for
     ``patience`` epochs and keep the epoch of lowest validation loss.
 
-    ``label_type`` (default: ``train.meta["label_type"]``, else implied by the label columns)
-    picks the head's activation and the loss; the returned model carries it (``model.label_type``),
-    so ``predict_proba`` returns the right kind of output. A monitor the label type has no score
-    for falls back to that type's first validation score (logged). A model that never learnt (see
+    ``val_loss`` is ``loss_fn`` on the validation split. A monitor the label type has no score for
+    falls back to that type's first validation score (logged). A model that never learnt (see
     ``TrainedClassifier``) is flagged and logged as a WARNING naming ``desc``.
     """
-    kind = label_types.of(train, label_type)
-    if val.label_columns != train.label_columns:
-        raise ValueError(f"validation labels {val.label_columns} differ from training labels {train.label_columns}")
-    seed_everything(seed)
-    model = AUClassifier(len(train.label_columns), train.image_shape[-1], cfg.backbone, cfg.width,
-                         label_type=kind.name).to(device)
-    optimizer = _optimizer(cfg, model.parameters())
-    loss_fn = kind.loss(cfg.loss)
-    images, targets = to_tensor(train.images, device), torch.from_numpy(train.labels).to(device)
+    kind = label_types.label_type(model.label_type)
+    device = next(model.parameters()).device
     val_images, val_labels = to_tensor(val.images, device), val.labels
     val_targets = torch.from_numpy(val_labels)
-    generator = torch.Generator().manual_seed(seed)
     monitor = _monitor_key(cfg, kind)
     sign = 1.0 if monitor in MINIMISED else -1.0  # sign * value: lower is better
     best, best_state, best_epoch, history = (float("inf"), float("inf")), None, 0, []
@@ -183,11 +205,11 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
     seen, elapsed = 0, 0.0
     for epoch in range(1, cfg.max_epochs + 1):
         start = time.perf_counter()
-        train_loss = _run_epoch(model, optimizer, loss_fn, images, targets, cfg.batch_size, generator)
+        trained = run_epoch()
         elapsed += time.perf_counter() - start
-        seen += len(images)
-        record = {"train_loss": train_loss, **_validate(model, loss_fn, val_images, val_targets, val_labels,
-                                                        train.label_columns, device, cfg.threshold, kind)}
+        seen += images_per_epoch
+        record = {**trained, **_validate(model, loss_fn, val_images, val_targets, val_labels, val.label_columns,
+                                         device, cfg.threshold, kind)}
         history.append(record)
         value = sign * record[monitor]
         value = float("inf") if math.isnan(value) else value  # undefined (e.g. F1 with no positive): worst
@@ -197,7 +219,7 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
             reference, improved_at = value, epoch
         scores = " ".join(f"{k} {v:.3f}" for k, v in record.items() if k not in ("train_loss", "val_loss"))
         log.info("%s epoch %d/%d train_loss %.4f val_loss %.4f %s (%.0f img/s)", desc, epoch,
-                 cfg.max_epochs, train_loss, record["val_loss"], scores, seen / elapsed)
+                 cfg.max_epochs, record["train_loss"], record["val_loss"], scores, seen / elapsed)
         if on_epoch:
             on_epoch(epoch, record)
         if epoch >= cfg.min_epochs and epoch - improved_at >= cfg.patience:
