@@ -162,10 +162,15 @@ class UnlabelledConfig(Section):
 
 
 class FaceDatasetConfig(Section):
-    """Real face images, ingested, cropped and split by identity into the toy set's contract."""
+    """Real face images, ingested, cropped and split by identity into the toy set's contract.
+
+    An ``unlabelled`` pool without a labelled ``source`` can be prepared alone (``ausynth prepare``
+    detects and crops it, e.g. on a GPU machine, into the crop cache later runs read); comparing
+    strategies or training a generator needs the labelled source (``loader.check_labelled``).
+    """
 
     kind: Literal["faces"] = "faces"
-    source: SourceConfig
+    source: SourceConfig | None = None
     unlabelled: UnlabelledConfig | None = None
     label_type: LabelType | Literal["auto"] = "auto"
     # The emotion classes and their order; default: every class found, sorted. Names are
@@ -181,8 +186,14 @@ class FaceDatasetConfig(Section):
     split: SplitConfig = SplitConfig()
 
     @model_validator(mode="after")
+    def _some_images(self) -> "FaceDatasetConfig":
+        if self.source is None and self.unlabelled is None:
+            raise ValueError("give a labelled 'source', an 'unlabelled' pool, or both")
+        return self
+
+    @model_validator(mode="after")
     def _folder_means_emotions(self) -> "FaceDatasetConfig":
-        if self.source.folder is not None and self.label_type not in ("auto", "emotion"):
+        if self.source is not None and self.source.folder is not None and self.label_type not in ("auto", "emotion"):
             raise ValueError(
                 f"a 'folder' source labels images by sub-folder name, i.e. emotion categories; "
                 f"label_type {self.label_type!r} needs a manifest or OpenFace source"

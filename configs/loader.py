@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ausynth.configs.faces import FaceDatasetConfig
 from ausynth.configs.schema import ExperimentConfig, ToyDatasetConfig
 from ausynth.tasks.errors import ConfigError
 from ausynth.tasks.outputs import check_workspace
@@ -182,12 +183,24 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         raise ConfigError(f"{path}: invalid config\n{_describe(err, sources, str(path))}") from err
 
 
-def load_for_run(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+def load_for_run(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                 needs_labels: bool = True) -> ExperimentConfig:
     """``load_config`` plus the checks against this machine: what every flow calls before any work,
-    so a deployment run (which does not pass through the CLI) fails as early as ``ausynth run``."""
+    so a deployment run (which does not pass through the CLI) fails as early as ``ausynth run``.
+    Only preparing a dataset (``needs_labels=False``) takes an unlabelled pool alone."""
     cfg = load_config(name_or_path, overrides)
+    if needs_labels:
+        check_labelled(cfg)
     check_runtime(cfg)
     return cfg
+
+
+def check_labelled(cfg: ExperimentConfig) -> None:
+    """A face dataset that is an unlabelled pool alone can be prepared, but nothing can be learnt from it."""
+    if isinstance(cfg.dataset, FaceDatasetConfig) and cfg.dataset.source is None:
+        raise ConfigError(f"{cfg.name}: the dataset is an unlabelled pool alone (no dataset.source). "
+                          "`ausynth prepare` detects and crops it; comparing strategies or training a generator "
+                          "needs labelled images too: add a labelled 'source:' under dataset")
 
 
 def check_runtime(cfg: ExperimentConfig) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ausynth.configs.loader import builtin_config_dir, check_runtime, load_config
+from ausynth.configs.loader import builtin_config_dir, check_labelled, check_runtime, load_config
 from ausynth.tasks.errors import UserError
 
 console = Console(width=max(Console().width, 110))
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             _validate(cfg, args)
             return 0
+        if args.command != "prepare":
+            check_labelled(cfg)  # a pool alone can only be prepared
         check_runtime(cfg)  # device, memory, workspace: before Prefect starts
         _exit_on_termination()
         _run(args, debug)

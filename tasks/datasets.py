@@ -28,7 +28,7 @@ def store_root(cfg: ExperimentConfig) -> Path:
 
 def _source_fingerprint(cfg: FaceDatasetConfig) -> list:
     """Size and modification time of the files a face dataset reads, so edited inputs are rebuilt."""
-    sources = [cfg.source, cfg.unlabelled] if cfg.unlabelled else [cfg.source]
+    sources = [source for source in (cfg.source, cfg.unlabelled) if source is not None]
     roots = [p for src in sources for p in vars(src).values() if isinstance(p, Path) and p.exists()]
     files = [f for root in roots for f in ([root] if root.is_file() else sorted(root.rglob("*"))) if f.is_file()]
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]

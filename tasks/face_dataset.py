@@ -1,9 +1,11 @@
 """Real face data in the toy set's contract: ingest -> detect, align, crop -> identity split.
 
 ``build_faces`` returns what ``toy_data.build_toy`` returns ('labelled' with a train/val
-``split`` column, 'unlabelled', 'test'), so every later stage runs on faces unchanged. The three
-reports (rows left out at ingestion, the per-image detection result, per-split label statistics)
-are written as CSVs beside the workspace's other outputs and named in each set's meta.
+``split`` column, 'unlabelled', 'test'), so every later stage runs on faces unchanged; an
+unlabelled pool configured alone gives its 'unlabelled' set only (``ausynth prepare`` crops it
+ahead of a run). The three reports (rows left out at ingestion, the per-image detection result,
+per-split label statistics; no split for a pool alone) are written as CSVs beside the
+workspace's other outputs and named in each set's meta.
 
 The labelled source and the unlabelled pool are cropped each with its own detection settings
 (``FaceDatasetConfig.detection_for``) and checked each against ``max_bad_fraction``: rows left
@@ -114,17 +116,21 @@ def prepare_faces(config: FaceDatasetConfig, workspace: Path) -> FaceData:
             raise fail(problem)
     crops = concat(list(parts.values()))
     crops.meta["detection"] = {section: part.meta["detection"] for section, part in parts.items()}
-    try:
-        sets, stats = split_by_identity(crops, config.split)
-    except TooFewSubjectsError as err:
-        raise fail(f"{err}. {_lost_labelled(ingested, detections[0], folder / 'detection.csv')}",
-                   TooFewSubjectsError) from None
+    reports = {"ingest": ingested.report, "detection": pd.concat(detections, ignore_index=True)}
+    if config.source is None:  # a pool alone: cropped, with nobody to split
+        sets = {"unlabelled": crops}
+    else:
+        try:
+            sets, reports["split"] = split_by_identity(crops, config.split)
+        except TooFewSubjectsError as err:
+            raise fail(f"{err}. {_lost_labelled(ingested, detections[0], folder / 'detection.csv')}",
+                       TooFewSubjectsError) from None
     meta = {"dataset": "faces", "label_type": ingested.label_type, "classes": ingested.classes,
-            "source": config.source.model_dump(mode="json"), "ignored_columns": ingested.ignored}
+            "source": None if config.source is None else config.source.model_dump(mode="json"),
+            "ignored_columns": ingested.ignored}
     for imageset in sets.values():
         imageset.meta.update(meta)
-    return FaceData(sets, {"ingest": ingested.report, "detection": pd.concat(detections, ignore_index=True),
-                           "split": stats})
+    return FaceData(sets, reports)
 
 
 def _lost_labelled(ingested: Ingested, detection: pd.DataFrame, report_file: Path) -> str:

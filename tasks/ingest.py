@@ -113,7 +113,7 @@ class Ingested:
 
     frame: pd.DataFrame
     label_columns: list[str]
-    label_type: str
+    label_type: str | None  # None for an unlabelled pool alone
     report: pd.DataFrame
     classes: list[str] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)  # column -> why it was not used
@@ -663,7 +663,11 @@ def ingest_unlabelled(config: UnlabelledConfig, max_bad_fraction: float) -> tupl
 
 
 def ingest(config: FaceDatasetConfig) -> Ingested:
-    """Labelled source and unlabelled pool in one manifest; the unlabelled rows have NaN labels."""
+    """Labelled source and unlabelled pool in one manifest; the unlabelled rows have NaN labels. A pool
+    alone has no label column."""
+    if config.source is None:
+        pool, report, read = ingest_unlabelled(config.unlabelled, config.max_bad_fraction)
+        return Ingested(pool, [], None, report, read={"unlabelled": read})
     result = ingest_labelled(config)
     if config.unlabelled is None:
         return result
