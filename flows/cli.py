@@ -1,4 +1,4 @@
-"""The ``ausynth`` command: run a flow from a config, validate a config, list built-in configs."""
+"""The ``ausynth`` command: run a flow from a config, validate a config, list built-in configs, score images."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import yaml
 from rich.console import Console
@@ -43,7 +44,23 @@ def _parser() -> argparse.ArgumentParser:
         if name == "validate":
             cmd.add_argument("--show", action="store_true", help="print the resolved config as YAML")
     sub.add_parser("configs", help="list the built-in configs")
+    _predict_parser(sub.add_parser("predict", help="score face images with a trained classifier (OpenFace-style CSV)"),
+                    debug_help)
     return parser
+
+
+def _predict_parser(cmd: argparse.ArgumentParser, debug_help: str) -> None:
+    cmd.add_argument("images", help="a folder of images (sub-folders too) or a CSV manifest with a path column")
+    cmd.add_argument("--model", required=True,
+                     help="a registered model: NAME (its 'champion'), NAME@ALIAS or NAME/VERSION; or a classifier "
+                          "folder of the store (workspace/store/classifiers/<key>/)")
+    cmd.add_argument("--out", default="predictions.csv", help="the CSV to write (default: predictions.csv)")
+    cmd.add_argument("--detection", choices=["face_alignment", "opencv", "none"],
+                     help="another detection backend than the model's own (e.g. none: the images are face crops)")
+    cmd.add_argument("--workspace", default="workspace",
+                     help="its crops cache, and its mlflow.db unless --tracking-uri or MLFLOW_TRACKING_URI says else")
+    cmd.add_argument("--tracking-uri", help="the MLflow store holding the registry (default: the workspace's)")
+    cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
 
 
 def _rich_table(frame, title: str) -> Table:
@@ -127,6 +144,22 @@ def _run(args: argparse.Namespace, debug: bool) -> None:
         _print_table(result)
 
 
+def _predict(args: argparse.Namespace) -> None:
+    """Score the images and write the CSV; then one line on what was scored and where it went."""
+    from ausynth.tasks import predict
+    from ausynth.tasks.tracking import workspace_uri
+
+    workspace = Path(args.workspace)
+    classifier = predict.load(args.model, args.tracking_uri or workspace_uri(workspace))
+    images = predict.list_images(Path(args.images))
+    table = predict.predict(images, classifier, predict.detection_for(classifier, args.detection, workspace / "crops"))
+    out = predict.write_csv(table, Path(args.out))
+    lost = table.loc[table["success"] == 0, "status"].value_counts()
+    without = f"; no crop for {', '.join(f'{n} ({status})' for status, n in lost.items())}" if len(lost) else ""
+    console.print(f"{escape(str(out))}: {int(table['success'].sum())} of {len(table)} images scored with "
+                  f"{escape(classifier.name)}{without}", highlight=False, soft_wrap=True)
+
+
 def _validate(cfg, args: argparse.Namespace) -> None:
     """Print the resolved config on request, check it against this machine, then say so in one line."""
     if args.show:
@@ -176,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             console.print(path.stem)
         return 0
     try:
+        if args.command == "predict":
+            _predict(args)
+            return 0
         cfg = load_config(args.config, args.overrides)  # fail on a bad config before any work
         if args.command == "validate":
             _validate(cfg, args)

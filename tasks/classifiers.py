@@ -21,6 +21,7 @@ from ausynth.models.au_classifier import AUClassifier
 from ausynth.tasks import datasets, label_types
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.errors import StoreError
+from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.pseudo_labels import SCORES
 from ausynth.tasks.store import StoredItem, cached_folder, stable_hash
 from ausynth.tasks.strategies import Inputs, Strategy
@@ -29,6 +30,9 @@ from ausynth.tasks.train_classifier import predict_proba
 log = logging.getLogger("ausynth")
 
 WEIGHTS, INFO, HISTORY = "model.pt", "info.json", "history.json"
+# What a classifier must carry to score new images (``ausynth predict``): its info.json keys, and the
+# metadata of its MLflow model.
+PREDICT_KEYS = ("label_columns", "label_type", "input")
 
 
 @dataclass
@@ -51,6 +55,16 @@ def classifier_key(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs:
                        strategy.key_parts(cfg, inputs), datasets.FORMAT_VERSION)
 
 
+def input_record(train: ImageSet, threshold: float) -> dict:
+    """What a new image must become before this classifier scores it: the crop its training images were
+    (size, channels, the labelled source's detection backend and multi-face policy; toy grids and ready
+    crops: ``none``, a centre square resized), and the score threshold for 'present'."""
+    height, width, channels = train.image_shape
+    made = train.meta.get("detection", {}).get("source", {"backend": "none", "multi_face": "largest"})
+    detection = {"backend": made["backend"], "multi_face": made["multi_face"], "size": height, "channels": channels}
+    return {"image_shape": [height, width, channels], "detection": detection, "threshold": threshold}
+
+
 def fit_classifier(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs: Inputs) -> StoredItem:
     """Train (or reuse) the classifier of one (strategy, seed) and store its weights, info and history."""
     key = classifier_key(cfg, strategy, seed, inputs)
@@ -68,7 +82,7 @@ def fit_classifier(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs:
                 "label_type": trained.model.label_type, "device": str(device),
                 "never_learnt": trained.never_learnt,
                 "never_learnt_reason": trained.never_learnt_reason, "stopped_early": trained.stopped_early,
-                "monitor": trained.monitor}
+                "monitor": trained.monitor, "input": input_record(train, cfg.classifier.threshold)}
         (folder / INFO).write_text(json.dumps(info, indent=2))
         (folder / HISTORY).write_text(json.dumps(trained.history))
 
@@ -113,7 +127,7 @@ def evaluate(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem) -> E
     threshold = cfg.classifier.threshold
     train, _ = datasets.train_val(datasets.load_set(dataset, "labelled", mmap=True))
     table, flat = kind.evaluate(test.labels, scores, test.label_columns, threshold, train.labels)
-    info = read_info(model)
+    info = {**read_info(model), "input": input_record(train, threshold)}  # entries older than the record lack it
     history = json.loads((model.path / HISTORY).read_text())
     return Evaluation(info["strategy"], info["seed"], kind.name, table, flat, net,
                       kind.error_matrix(test.labels, scores, threshold), history, info)

@@ -10,6 +10,7 @@ on the type's name themselves, so a new label type is one class here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -23,6 +24,13 @@ from ausynth.tasks import metrics, statistics
 from ausynth.tasks.imageset import ImageSet
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+FACS_SCALE = 5.0  # intensities are stored on 0..1; OpenFace writes them on FACS' 0-5
+
+
+def openface_au(column: str) -> str:
+    """``AU1`` -> ``AU01``: OpenFace's two-digit AU names."""
+    match = re.fullmatch(r"AU0*(\d+)", column)
+    return f"AU{int(match.group(1)):02d}" if match else column
 
 
 def _masked_mean(elementwise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -91,6 +99,13 @@ class LabelType:
         """P(column fires | only the row's AU is true) on the test set."""
         return metrics.false_positive_matrix(y_true, metrics.binarize(scores, threshold))
 
+    def output_columns(self, scores: np.ndarray, names: list[str], threshold: float) -> pd.DataFrame:
+        """Predictions as ``ausynth predict`` writes them, after OpenFace: ``AU01_c`` presence (0/1 at
+        ``threshold``) and ``AU01_p`` its probability (not ``_r``: OpenFace's ``_r`` is a 0-5 intensity)."""
+        aus = [openface_au(name) for name in names]
+        return pd.concat([pd.DataFrame(scores, columns=[f"{au}_p" for au in aus]),
+                          pd.DataFrame(metrics.binarize(scores, threshold), columns=[f"{au}_c" for au in aus])], axis=1)
+
 
 class AUIntensity(LabelType):
     name: ClassVar[str] = "au_intensity"
@@ -112,6 +127,12 @@ class AUIntensity(LabelType):
 
     def error_matrix(self, y_true, scores, threshold):
         return None
+
+    def output_columns(self, scores, names, threshold):
+        """OpenFace's ``AU01_r`` (intensity on FACS' 0-5) and ``AU01_c`` (present: ``present_from`` or more)."""
+        aus = [openface_au(name) for name in names]
+        return pd.concat([pd.DataFrame(FACS_SCALE * scores, columns=[f"{au}_r" for au in aus]),
+                          pd.DataFrame(self.present(scores).astype(int), columns=[f"{au}_c" for au in aus])], axis=1)
 
 
 class Emotion(LabelType):
@@ -157,6 +178,12 @@ class Emotion(LabelType):
         totals = counts.sum(axis=1, keepdims=True)
         return np.divide(counts, totals, out=np.zeros((n, n)), where=totals > 0)
 
+    def output_columns(self, scores, names, threshold):
+        """``emotion``, the most probable class, and each class's probability under its label column's name."""
+        classes = np.array([name.removeprefix("emotion_") for name in names])
+        return pd.concat([pd.DataFrame({"emotion": classes[np.argmax(scores, axis=1)]}),
+                          pd.DataFrame(scores, columns=names)], axis=1)
+
 
 class ValenceArousal(AUIntensity):
     name: ClassVar[str] = "valence_arousal"
@@ -164,6 +191,10 @@ class ValenceArousal(AUIntensity):
 
     def activate(self, logits):
         return torch.tanh(logits)
+
+    def output_columns(self, scores, names, threshold):
+        """``valence`` and ``arousal`` on [-1, 1]."""
+        return pd.DataFrame(scores, columns=names)
 
     def loss(self, kind: str) -> LossFn:
         return _pointwise_loss("mse", torch.tanh)  # a regression: BCE has no meaning on [-1, 1]

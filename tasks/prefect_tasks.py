@@ -147,7 +147,8 @@ def evaluation_task(cfg: ExperimentConfig, dataset: StoredItem, model: StoredIte
             _log_evaluation(tracker, run_id, result, model)
         name = f"au-classifier-{strategy_name}-seed{seed}"
         with process_lock("torch.export"):  # MLflow exports the model: one thread of a process at a time
-            model_uri = tracker.log_classifier(run_id, result.model, datasets.example_input(dataset), name)
+            model_uri = tracker.log_classifier(run_id, result.model, datasets.example_input(dataset), name,
+                                               {key: result.info[key] for key in classifiers.PREDICT_KEYS})
         tracker.complete(run_id)
         result.info.update(run_id=run_id, model_uri=model_uri)
         return result

@@ -54,8 +54,13 @@ CHAMPION, CHAMPION_METRIC = "champion", "test_score"  # the registry alias, and 
 
 
 def tracking_uri(cfg: ExperimentConfig) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a SQLite file in the workspace (absolute path)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cfg.workspace.resolve() / 'mlflow.db'}"
+    """The config's tracking store: ``workspace_uri`` of its workspace."""
+    return workspace_uri(cfg.workspace)
+
+
+def workspace_uri(workspace: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the SQLite file in ``workspace`` (absolute path)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workspace).resolve() / 'mlflow.db'}"
 
 
 class TrackingUnavailable(SetupError):
@@ -281,8 +286,10 @@ class Tracker:
     def log_folder(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(folder), artifact_path)
 
-    def log_classifier(self, run_id: str, model: torch.nn.Module, example: np.ndarray, name: str) -> str:
-        """The classifier as an MLflow model with a signature (float images in, logits out); its URI.
+    def log_classifier(self, run_id: str, model: torch.nn.Module, example: np.ndarray, name: str,
+                       metadata: dict) -> str:
+        """The classifier as an MLflow model with a signature (float images in, logits out) and ``metadata``
+        (what ``ausynth predict`` needs to score new images: ``classifiers.PREDICT_KEYS``); its URI.
 
         Logged once per run: a second call returns the URI recorded on the run.
         """
@@ -295,7 +302,7 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=run_id):  # mlflow.pytorch needs an active run; this thread only
             info = mlflow.pytorch.log_model(model, name=name, signature=infer_signature(example, output),
-                                            input_example=example,
+                                            input_example=example, metadata=metadata,
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         self.client.set_tag(run_id, "model_uri", info.model_uri)
         return info.model_uri
