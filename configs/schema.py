@@ -78,11 +78,16 @@ class ClassifierConfig(Section):
     ``val_ccc`` and ``val_rmse`` (intensity, valence/arousal); a monitor the label type has no
     score for falls back to that type's first score (``val_f1`` for AU presence and emotion,
     ``val_ccc`` otherwise).
+
+    ``loss``: ``bce`` (on the logits) or ``mse`` (on the sigmoid) for AU labels; ``ccc`` (1 - CCC,
+    the metric regressions are judged by) for AU intensity or valence/arousal only, which take
+    ``mse`` for either of the others (BCE means nothing on [-1, 1]). Emotions always use
+    cross-entropy.
     """
 
     backbone: Literal["small_cnn", "resnet18"] = "small_cnn"
     width: PositiveInt = 16
-    loss: Literal["mse", "bce"] = "bce"
+    loss: Literal["mse", "bce", "ccc"] = "bce"
     optimizer: Literal["radam", "adam"] = "adam"
     lr: Annotated[float, Field(gt=0)] = 1e-3
     batch_size: PositiveInt = 32
@@ -155,4 +160,27 @@ class ExperimentConfig(Section):
                 f"augment.size ({self.augment.size}) exceeds dataset.unlabelled "
                 f"({self.dataset.unlabelled}): the pseudo-label strategy cannot add that many images"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _labels_fit(self) -> "ExperimentConfig":
+        """Where the config itself says what the labels are (the toy set's AU presence, or a face set's
+        ``dataset.label_type``), refuse now what cannot use them; with ``label_type: auto`` the same checks
+        run once the data is read, before any training (``tasks/preflight.py``)."""
+        from ausynth.tasks import label_types
+        from ausynth.tasks.errors import ConfigError
+        from ausynth.tasks.generator_kinds import GENERATOR_KINDS
+        from ausynth.tasks.strategies import STRATEGIES
+
+        declared = "au_presence" if isinstance(self.dataset, ToyDatasetConfig) else self.dataset.label_type
+        if declared == "auto":
+            return self
+        kind = GENERATOR_KINDS[self.generator.kind]
+        if any(STRATEGIES[name].needs_generated for name in self.strategies) and declared not in kind.label_types:
+            raise ValueError(f"generator.kind {kind.name!r} cannot condition on dataset.label_type {declared!r}: it "
+                             f"takes {' or '.join(kind.label_types)}")
+        try:
+            label_types.label_type(declared).loss(self.classifier.loss)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
         return self

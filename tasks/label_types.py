@@ -21,6 +21,7 @@ from sklearn.metrics import confusion_matrix
 from torch import nn
 
 from ausynth.tasks import metrics, statistics
+from ausynth.tasks.errors import ConfigError
 from ausynth.tasks.imageset import ImageSet
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,6 +53,23 @@ def _pointwise_loss(kind: str, squash: Callable[[torch.Tensor], torch.Tensor]) -
     return loss
 
 
+def _concordance_loss(squash: Callable[[torch.Tensor], torch.Tensor]) -> LossFn:
+    """1 - CCC per output over the batch's labelled rows, averaged over outputs: it optimises the
+    metric a regression is judged by (``metrics.ccc``, population moments), where MSE favours
+    predicting the mean. An output with fewer than two labelled rows in the batch is left out."""
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labelled = (~torch.isnan(target)).to(logits.dtype)
+        count = labelled.sum(dim=0)
+        pred, target = squash(logits) * labelled, torch.nan_to_num(target) * labelled
+        mean_p, mean_t = pred.sum(0) / count.clamp_min(1), target.sum(0) / count.clamp_min(1)
+        centred_p, centred_t = (pred - mean_p) * labelled, (target - mean_t) * labelled
+        covariance = (centred_p * centred_t).sum(0) / count.clamp_min(1)
+        spread = ((centred_p ** 2).sum(0) + (centred_t ** 2).sum(0)) / count.clamp_min(1) + (mean_p - mean_t) ** 2
+        ccc = 2 * covariance / spread.clamp_min(1e-8)
+        return _masked_mean(1 - ccc, count >= 2)
+    return loss
+
+
 class LabelType:
     """The AU-presence behaviour; other types override what differs."""
 
@@ -66,6 +84,10 @@ class LabelType:
         return torch.sigmoid(logits)
 
     def loss(self, kind: str) -> LossFn:
+        """``kind`` is ``classifier.loss``: 'mse' on the sigmoid or 'bce' on the logits; 'ccc' is for regressions."""
+        if kind == "ccc":
+            raise ConfigError(f"classifier.loss 'ccc' (1 - CCC) is a regression loss, for au_intensity or "
+                              f"valence_arousal labels; these are {self.name}: use 'bce' or 'mse'")
         return _pointwise_loss(kind, torch.sigmoid)
 
     def hard_labels(self, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -114,6 +136,9 @@ class AUIntensity(LabelType):
     per_output_metric: ClassVar[str] = "ccc"
     validation_scores: ClassVar[dict[str, str]] = {"val_ccc": "ccc_mean", "val_rmse": "rmse_mean"}
     present_from: ClassVar[float] = 0.4  # 2 on FACS' 0-5 scale, DISFA's convention
+
+    def loss(self, kind: str) -> LossFn:
+        return _concordance_loss(torch.sigmoid) if kind == "ccc" else super().loss(kind)
 
     def hard_labels(self, scores: np.ndarray, threshold: float) -> np.ndarray:
         return scores.astype(np.float32)
@@ -197,7 +222,8 @@ class ValenceArousal(AUIntensity):
         return pd.DataFrame(scores, columns=names)
 
     def loss(self, kind: str) -> LossFn:
-        return _pointwise_loss("mse", torch.tanh)  # a regression: BCE has no meaning on [-1, 1]
+        """1 - CCC for 'ccc', else MSE: BCE has no meaning on [-1, 1]."""
+        return _concordance_loss(torch.tanh) if kind == "ccc" else _pointwise_loss("mse", torch.tanh)
 
 
 LABEL_TYPES: dict[str, LabelType] = {t.name: t for t in (LabelType(), AUIntensity(), Emotion(), ValenceArousal())}
