@@ -15,6 +15,7 @@ from ausynth.configs.execution import ExecutionConfig
 from ausynth.configs.faces import FaceDatasetConfig
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.configs.section import Section
+from ausynth.configs.semi_supervised_gan import SemiSupervisedGANConfig
 
 MAX_SEED = 2**32 - 1  # numpy's np.random.seed accepts 0..2**32-1; checked here, not at the first training
 
@@ -125,6 +126,7 @@ class ExperimentConfig(Section):
     augment: AugmentConfig = AugmentConfig()
     pseudo_label: PseudoLabelConfig = PseudoLabelConfig()
     generator: GeneratorConfig = GeneratorConfig()
+    semi_supervised_gan: SemiSupervisedGANConfig = SemiSupervisedGANConfig()
     execution: ExecutionConfig = ExecutionConfig()  # how tasks run (configs/execution.py); never changes results
 
     @field_validator("dataset", mode="before")
@@ -154,11 +156,14 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _pool_is_large_enough(self) -> "ExperimentConfig":
+        from ausynth.tasks.strategies import STRATEGIES
+
         toy = isinstance(self.dataset, ToyDatasetConfig)
-        if toy and "pseudo_label" in self.strategies and self.dataset.unlabelled < self.augment.size:
+        needing = [name for name in self.strategies if STRATEGIES[name].needs_pool]
+        if toy and needing and self.dataset.unlabelled < self.augment.size:
             raise ValueError(
                 f"augment.size ({self.augment.size}) exceeds dataset.unlabelled "
-                f"({self.dataset.unlabelled}): the pseudo-label strategy cannot add that many images"
+                f"({self.dataset.unlabelled}): strategies {needing} cannot draw that many unlabelled images"
             )
         return self
 

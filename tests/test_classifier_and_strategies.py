@@ -85,11 +85,12 @@ def test_train_val_splits_the_labelled_rows_by_their_split_column(toy):
 # ----------------------------------------------------------------------------- the registry
 
 def test_the_registry_names_every_strategy_and_what_it_needs():
-    assert list(STRATEGIES) == ["supervised", "upsample", "pseudo_label", "generator"]
+    assert list(STRATEGIES) == ["supervised", "upsample", "pseudo_label", "generator", "semi_supervised_gan"]
     assert BASELINE is strategy("supervised")
     needs = {name: (s.needs_pool, s.needs_pool_scores, s.needs_generated) for name, s in STRATEGIES.items()}
     assert needs == {"supervised": (False, False, False), "upsample": (False, False, False),
-                     "pseudo_label": (True, True, False), "generator": (False, True, True)}
+                     "pseudo_label": (True, True, False), "generator": (False, True, True),
+                     "semi_supervised_gan": (True, False, False)}
     with pytest.raises(ValueError, match="unknown strategy 'pseudo'.*'pseudo_label'"):
         strategy("pseudo")
 

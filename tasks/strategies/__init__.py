@@ -2,7 +2,8 @@
 
 Every strategy but the supervised baseline adds the same number of images (``augment.size``), so
 differences in the downstream classifier come from what was added, not how much. A new strategy
-is one module with a ``Strategy`` subclass (see ``base.py``) and its line in ``STRATEGIES``.
+is one module with a ``Strategy`` subclass (see ``base.py``) and its line in ``STRATEGIES``; one
+whose classifier is not the standard one trained on the enlarged set overrides ``Strategy.fit``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from ausynth.tasks.strategies.base import Inputs, Strategy
 from ausynth.tasks.strategies.generator import Generator
 from ausynth.tasks.strategies.pseudo_label import PseudoLabel
+from ausynth.tasks.strategies.semi_supervised_gan import SemiSupervisedGAN
 from ausynth.tasks.strategies.supervised import Supervised
 from ausynth.tasks.strategies.upsample import Upsample
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (Supervised(), Upsample(), PseudoLabel(), Generator())}
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (Supervised(), Upsample(), PseudoLabel(), Generator(),
+                                                       SemiSupervisedGAN())}
 BASELINE = STRATEGIES["supervised"]
 
 
