@@ -76,21 +76,44 @@ def table_metrics(table: pd.DataFrame) -> dict[str, float]:
             for column, value in row.items() if column != "seeds"}
 
 
-def per_output(evaluations: list[Evaluation]) -> pd.DataFrame:
-    """Output rows (AUs, emotions, ...) x strategy columns: the per-output metric, mean over seeds."""
+def per_output(evaluations: list[Evaluation]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Output rows (AUs, emotions, ...) x strategy columns: the per-output metric's mean over seeds, and its
+    standard deviation (0 for a single seed)."""
     metric = kind_of(evaluations).per_output_metric
     frames = [e.per_output[metric].rename(e.strategy) for e in evaluations]
-    return pd.concat(frames, axis=1).T.groupby(level=0, sort=False).mean().T
+    grouped = pd.concat(frames, axis=1).T.groupby(level=0, sort=False)
+    return grouped.mean().T, grouped.std().fillna(0.0).T
 
 
-def plot_per_output(values: pd.DataFrame, metric: str) -> Figure:
-    fig = Figure(figsize=(max(6, len(values) * 0.9), 4))
+def fitted_range(low: float, high: float) -> tuple[float, float]:
+    """Y limits around the error bars, with a margin, so that a difference of a few points shows. Scores that
+    are all >= 0 keep 0 as the floor; the top stops just above 1, the best any of these scores can be."""
+    pad = max(0.02, 0.08 * (high - low))
+    return max(low - pad, 0.0 if low >= 0 else -1.0), min(high + pad, 1.02)
+
+
+def plot_per_output(mean: pd.DataFrame, sd: pd.DataFrame, metric: str, seeds: int, per: str) -> Figure:
+    """Each output's test metric per strategy, mean and sd over seeds as a marker with an error bar.
+
+    Markers, not bars: the y range is fitted to the error bars (``fitted_range``), and a bar cut off by a
+    zoomed axis would misstate its length. Strategies sit side by side within each output, the legend
+    outside the plot."""
+    x = np.arange(len(mean))
+    offsets = (np.arange(len(mean.columns)) - (len(mean.columns) - 1) / 2) * 0.8 / len(mean.columns)
+    fig = Figure(figsize=(max(6.0, 0.7 * len(mean) + 2.5), 4.2))
     ax = fig.subplots()
-    values.plot.bar(ax=ax, width=0.8)
-    ax.set_ylim(min(0, float(values.min().min())), 1)
-    ax.set_ylabel(f"{metric} (mean over seeds)")
-    ax.set_title(f"Per-output {metric} by strategy")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    for offset, strategy in zip(offsets, mean.columns):
+        ax.errorbar(x + offset, mean[strategy].to_numpy(), yerr=sd[strategy].to_numpy(), fmt="o", markersize=4,
+                    capsize=2, elinewidth=1, label=strategy)
+    ax.set_xticks(x, mean.index, rotation=90 if len(mean) > 12 else 0)
+    ax.set_xlim(-0.5, len(mean) - 0.5)
+    for boundary in x[:-1] + 0.5:
+        ax.axvline(boundary, color="0.85", lw=0.6)
+    ax.grid(axis="y", color="0.9")
+    ax.set_ylim(*fitted_range(float((mean - sd).min().min()), float((mean + sd).max().max())))
+    ax.set_ylabel(f"test {metric}, mean ± sd over {seeds} seed{'s' if seeds > 1 else ''}")
+    ax.set_title(f"{metric.upper() if len(metric) <= 3 else metric} per {per} and strategy")
+    ax.legend(title="strategy", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     fig.tight_layout()
     return fig
 
@@ -121,9 +144,11 @@ def mean_error_matrices(evaluations: list[Evaluation]) -> dict[str, np.ndarray]:
 
 
 def figures(evaluations: list[Evaluation], train_labels: np.ndarray, names: list[str]) -> dict[str, Figure]:
-    """The per-output bars and, where the label type has one, the error-matrix view."""
+    """The per-output chart and, where the label type has one, the error-matrix view."""
     kind = kind_of(evaluations)
-    shown = {f"per_output_{kind.per_output_metric}": plot_per_output(per_output(evaluations), kind.per_output_metric)}
+    shown = {f"per_output_{kind.per_output_metric}": plot_per_output(
+        *per_output(evaluations), kind.per_output_metric, len({e.seed for e in evaluations}),
+        "AU" if kind.per_au else "output")}
     errors = mean_error_matrices(evaluations)
     if errors:
         per_au = kind.per_au

@@ -14,7 +14,8 @@ writes into a folder:
   train/val rows, intensities counting as present from ``INTENSITY_PRESENT`` (2 on FACS' 0-5);
   ``class_counts.png`` / ``.csv`` (emotions): images per class and split;
   ``valence_arousal.png`` (valence/arousal): the labelled rows in the valence-arousal plane;
-- ``examples.png``: a row of example crops per label (for AUs also a row of faces with no AU);
+- ``examples.jpg``: a row of example crops per label (for AUs also a row of faces with no AU), drawn
+  one image pixel to one file pixel and saved as JPEG: a PNG of noisy grids or photos took megabytes;
 - ``detection_summary.csv``: images per detection status, with the share; and the given reports
   themselves (``ingest_problems.csv``, ``detection.csv``, ``split_statistics.csv``);
 - ``summary.json``: the numbers the tracker logs as the run's ``dataset.*`` params.
@@ -40,6 +41,8 @@ from ausynth.tasks.label_types import AUIntensity, of
 SPLIT_ORDER = ("train", "val", "labelled", "unlabelled", "test")
 INTENSITY_PRESENT = AUIntensity.present_from
 SUMMARY = "summary.json"
+DPI = 100  # of every figure file
+EXAMPLES_QUALITY = 80  # JPEG quality of examples.jpg
 ARTIFACT_PATH = "dataset"
 # face_dataset's report names -> the file names in the report folder
 REPORT_FILES = {"ingest": "ingest_problems.csv", "detection": "detection.csv", "split": "split_statistics.csv"}
@@ -127,7 +130,7 @@ def detection_summary(detection: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- figures
 
 def _save(fig: Figure, path: Path) -> None:
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=DPI)
 
 
 def plot_cooccurrence(matrix: np.ndarray, names: list[str], title: str) -> Figure:
@@ -238,7 +241,7 @@ def plot_examples(sets: dict[str, ImageSet], frame: pd.DataFrame, rows: list[tup
     images = [[sets[frame.at[i, "set"]].images[frame.at[i, "row"]] for i in positions] for _, positions in rows]
     canvas = mosaic(images, shape, per_label)
     h = shape[0]
-    scale = max(1.0 / 72, 0.9 / h)  # inches per pixel: ~72 px per inch, small crops drawn >= 0.9 inch
+    scale = max(1.0 / DPI, 0.9 / h)  # inches per image pixel: one file pixel each, small crops drawn >= 0.9 inch
     fig = Figure(figsize=(max(4.0, canvas.shape[1] * scale + 1.8), max(2.0, canvas.shape[0] * scale + 0.6)))
     ax = fig.subplots()
     if shape[2] == 1:
@@ -275,7 +278,7 @@ def _ingest_counts(ingest: pd.DataFrame) -> dict[str, float]:
 
 
 def write_dataset_report(sets: dict[str, ImageSet], folder: Path, reports: dict[str, pd.DataFrame] | None = None,
-                         examples_per_label: int = 8, seed: int = 0) -> dict[str, float]:
+                         examples_per_label: int = 5, seed: int = 0) -> dict[str, float]:
     """Write the report's files into ``folder`` (created if needed; other files there are left
     alone) and return its summary numbers (also in ``summary.json``).
 
@@ -328,7 +331,8 @@ def write_dataset_report(sets: dict[str, ImageSet], folder: Path, reports: dict[
             _save(plot_valence_arousal(frame), folder / "valence_arousal.png")
         rows = example_rows(frame, label_columns, label_type, examples_per_label, np.random.default_rng(seed))
         if any(len(positions) for _, positions in rows):
-            _save(plot_examples(sets, frame, rows, examples_per_label), folder / "examples.png")
+            plot_examples(sets, frame, rows, examples_per_label).savefig(
+                folder / "examples.jpg", dpi=DPI, pil_kwargs={"quality": EXAMPLES_QUALITY})
 
     if reports.get("detection") is not None and len(reports["detection"]):
         detection = reports["detection"]

@@ -31,7 +31,7 @@ def toy():
     return build_toy(ToyDatasetConfig(labelled=60, unlabelled=10, test_per_au=2, difficulty="clean"))
 
 
-def _png(path: Path) -> tuple[int, int]:
+def _size(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:
         return image.size
 
@@ -40,10 +40,10 @@ def test_au_report_files_and_numbers(toy, tmp_path):
     folder = tmp_path / "report"
     summary = write_dataset_report(toy, folder, {"detection": DETECTION, "ingest": INGEST}, examples_per_label=4)
     for name in ("counts_per_subject.csv", "counts_per_split.csv", "label_prevalence.csv", "label_counts.csv",
-                 "au_cooccurrence.csv", "au_cooccurrence.png", "examples.png", "detection_summary.csv",
+                 "au_cooccurrence.csv", "au_cooccurrence.png", "examples.jpg", "detection_summary.csv",
                  "detection.csv", "ingest_problems.csv", "summary.json"):
         assert (folder / name).is_file(), name
-    assert min(_png(folder / "au_cooccurrence.png")) > 100 and min(_png(folder / "examples.png")) > 100
+    assert min(_size(folder / "au_cooccurrence.png")) > 100 and min(_size(folder / "examples.jpg")) > 100
 
     per_split = pd.read_csv(folder / "counts_per_split.csv", index_col=0)
     n_val = int((toy["labelled"].frame["split"] == "val").sum())
@@ -99,7 +99,7 @@ def test_emotion_report_has_class_counts_and_reads_reports_from_meta(tmp_path):
         imageset.meta["reports"] = {name: str(path) for name, path in paths.items()}
     folder = tmp_path / "report"
     summary = write_dataset_report(sets, folder)
-    assert (folder / "class_counts.png").is_file() and (folder / "examples.png").is_file()
+    assert (folder / "class_counts.png").is_file() and (folder / "examples.jpg").is_file()
     assert not (folder / "au_cooccurrence.png").exists()
     counts = pd.read_csv(folder / "class_counts.csv", index_col=0)
     truth = sets["test"].frame[sets["test"].label_columns].sum()
@@ -109,6 +109,15 @@ def test_emotion_report_has_class_counts_and_reads_reports_from_meta(tmp_path):
     assert summary["ingest_rows_left_out"] == 0
     assert pd.read_csv(folder / "split_statistics.csv", index_col=0).loc["val", "images"] == 6
     assert 0 < summary["smallest_class_share"] <= 1 / 3
+
+
+def test_example_crops_stay_small_on_noisy_images(tmp_path):
+    """Noise does not compress: as a PNG the toy set's medium examples took 4 MB."""
+    noisy = build_toy(ToyDatasetConfig(labelled=300, unlabelled=0, test_per_au=2, difficulty="medium"))
+    write_dataset_report(noisy, tmp_path)
+    with Image.open(tmp_path / "examples.jpg") as image:
+        assert image.format == "JPEG" and min(image.size) > 400
+    assert (tmp_path / "examples.jpg").stat().st_size < 400_000
 
 
 def test_valence_arousal_report(tmp_path):
@@ -121,7 +130,7 @@ def test_valence_arousal_report(tmp_path):
             "test": ImageSet(images[:5], frame.head(5).drop(columns="split"), ["valence", "arousal"], {})}
     va_folder = tmp_path / "va"
     write_dataset_report(sets, va_folder, {})
-    assert (va_folder / "valence_arousal.png").is_file() and (va_folder / "examples.png").is_file()
+    assert (va_folder / "valence_arousal.png").is_file() and (va_folder / "examples.jpg").is_file()
     assert not (va_folder / "au_cooccurrence.png").exists() and not (va_folder / "class_counts.png").exists()
     assert json.loads((va_folder / "summary.json").read_text())["label_type"] == "valence_arousal"
     counts = pd.read_csv(va_folder / "label_counts.csv", index_col=0)
@@ -145,5 +154,5 @@ def test_the_report_task_logs_the_summary_and_files_on_the_run(tiny_config, tmp_
         f"dataset.{k}": str(v) for k, v in summary["metrics"].items() if k.startswith("images")}
     assert run.data.params["dataset.images_test"] == "90.0"
     artifacts = {Path(a.path).name for a in tracker.client.list_artifacts(run_id, "dataset")}
-    assert {"au_cooccurrence.png", "examples.png", "counts_per_subject.csv", "label_prevalence.csv",
+    assert {"au_cooccurrence.png", "examples.jpg", "counts_per_subject.csv", "label_prevalence.csv",
             "summary.json"} <= artifacts
