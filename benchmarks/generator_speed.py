@@ -1,9 +1,10 @@
-"""Training speed of both generators at the toy size, against this machine's matmul rate.
+"""Training speed of the generators at the toy size, against this machine's matmul rate.
 
 For each generator: a few warm-up training steps (one critic and one generator update each,
 n_critic 1), then timed steps on random 96x96 batches of 16; prints steps/s, images/s, the
 model FLOPs of one step (counted with torch's FlopCounterMode) and what share of the machine's
-dense float32 matmul rate (torch.mm of 2048x2048, measured in the same run) that is.
+dense float32 matmul rate (torch.mm of 2048x2048, measured in the same run) that is. The EM and
+StarGAN train with WGAN-GP, the cgan with ``--cgan-loss`` (its default shape, generator.cgan).
 
     python benchmarks/generator_speed.py [--size 96] [--batch 16] [--steps 10] [--base-channels 16]
 """
@@ -24,7 +25,7 @@ from compute import matmul_gflops  # noqa: E402
 
 from ausynth.configs.generator import GeneratorConfig  # noqa: E402
 from ausynth.tasks.gan_training import Networks  # noqa: E402
-from ausynth.tasks.generator_kinds import Architecture  # noqa: E402
+from ausynth.tasks.generator_kinds import Architecture, generator_kind  # noqa: E402
 
 N_LABELS = 9
 
@@ -37,9 +38,11 @@ def train_step(nets: Networks, x: torch.Tensor, labels: torch.Tensor) -> None:
 
 def measure(kind: str, args: argparse.Namespace) -> dict[str, float]:
     cfg = GeneratorConfig(kind=kind, base_channels=args.base_channels, n_res_blocks=args.res_blocks,
-                          batch_size=args.batch, n_critic=1)
+                          batch_size=args.batch, n_critic=1,
+                          adversarial_loss=args.cgan_loss if kind == "cgan" else "wgan_gp")
     arch = Architecture(kind, "au_presence", args.base_channels, args.res_blocks, (args.size, args.size, 1),
-                        tuple(f"AU{k}" for k in range(1, N_LABELS + 1)))
+                        tuple(f"AU{k}" for k in range(1, N_LABELS + 1)),
+                        tuple(sorted(generator_kind(kind).options(cfg).items())))
     nets = Networks(arch, cfg, torch.device("cpu"))
     x = torch.rand(args.batch, 1, args.size, args.size) * 2 - 1
     labels = (torch.rand(args.batch, N_LABELS) < 0.2).float()
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--base-channels", type=int, default=GeneratorConfig().base_channels)
     parser.add_argument("--res-blocks", type=int, default=GeneratorConfig().n_res_blocks)
+    parser.add_argument("--cgan-loss", default="hinge", choices=["bce", "wgan_gp", "hinge"])
     args = parser.parse_args()
     torch.manual_seed(0)
     peak = matmul_gflops()
@@ -71,7 +75,7 @@ def main() -> None:
           f"batch {args.batch}, base_channels {args.base_channels}, n_res_blocks {args.res_blocks}")
     print(f"dense float32 matmul (torch.mm 2048x2048): {peak:.1f} GFLOP/s")
     print(f"{'generator':<10} {'steps/s':>8} {'images/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} {'of matmul':>10}")
-    for kind in ("em", "stargan"):
+    for kind in ("em", "stargan", "cgan"):
         r = measure(kind, args)
         print(f"{kind:<10} {r['steps_per_s']:>8.2f} {r['images_per_s']:>9.1f} {r['gflop_per_step']:>11.1f} "
               f"{r['gflops']:>8.1f} {r['gflops'] / peak:>9.0%}")

@@ -7,6 +7,9 @@ steps it yields 0% passing images), hence the default of 5e-4; a GPU run raises
 ``base_channels`` and ``steps`` and may return to 1e-4. Loss weights default to the papers'
 values (StarGAN: lambda_cls 1, lambda_rec 10 (here ``lambda_cycle``), lambda_gp 10). Each weight is
 named for the loss it weighs, the same for every kind that has that loss.
+
+``cgan`` draws images from noise and a label instead of editing a source image; its own section
+(``generator.cgan``) shapes its networks, and its adversarial loss is usually ``bce`` or ``hinge``.
 """
 
 from __future__ import annotations
@@ -21,12 +24,21 @@ from ausynth.configs.section import Section
 Weight = Annotated[float, Field(ge=0)]
 
 
+class CGANConfig(Section):
+    """The conditional DCGAN's shape (kind ``cgan`` only; models/cgan.py)."""
+
+    noise_dim: PositiveInt = 64
+    upsampling: Literal["nearest", "transposed"] = "nearest"  # nearest-neighbour + 3x3 conv avoids checkerboards
+    activation: Literal["leaky_relu", "relu"] = "leaky_relu"  # the generator's; the discriminator's is leaky
+    conditioning: Literal["projection", "concat"] = "projection"  # how the discriminator reads the label
+
+
 class GeneratorConfig(Section):
-    """Train (or load) an Expression Manipulator or StarGAN and make AU-isolated images with it."""
+    """Train (or load) an Expression Manipulator, StarGAN or conditional GAN and make AU-isolated images with it."""
 
     # What the labels are comes from the data (its meta["label_type"]): AU presence or intensity
-    # suit both generators; emotion categories only StarGAN (a relative change between categories
-    # means nothing to the EM).
+    # suit every kind; emotion categories StarGAN and cgan (a relative change between categories
+    # means nothing to the EM); valence/arousal only cgan.
     kind: str = "em"  # a name in tasks/generator_kinds.GENERATOR_KINDS
     # How training draws target labels: 'shuffle' takes another image's label vector (the papers);
     # 'per_au' permutes each label column on its own, which keeps every AU's frequency but breaks
@@ -43,7 +55,9 @@ class GeneratorConfig(Section):
     decay_from: Annotated[float, Field(ge=0, le=1)] = 0.5  # fraction of steps after which lr falls linearly to 0
     n_critic: PositiveInt = 1  # discriminator updates per generator update
 
-    lambda_gp: Weight = 10.0  # the critic's gradient penalty
+    # wgan_gp (the EM's and StarGAN's), bce (the original GAN, non-saturating) or hinge
+    adversarial_loss: Literal["wgan_gp", "bce", "hinge"] = "wgan_gp"
+    lambda_gp: Weight = 10.0  # the critic's gradient penalty (wgan_gp only)
     lambda_cls: Weight = 1.0  # conditional fulfilment: StarGAN classification, EM AU regression
     lambda_cycle: Weight = 10.0  # cycle reconstruction G(G(x, c'), c) = x (StarGAN's lambda_rec)
     lambda_identity: Weight = 10.0  # EM only: G(x, no change) = x
@@ -65,6 +79,7 @@ class GeneratorConfig(Section):
     max_rounds: PositiveInt = 5
     on_shortfall: Literal["fail", "fill"] = "fail"
     checkpoint: Path | None = None  # a trained generator to use instead of training one
+    cgan: CGANConfig = CGANConfig()
 
     @field_validator("kind")
     @classmethod
@@ -82,6 +97,9 @@ class GeneratorConfig(Section):
                 f"generator.steps ({self.steps}) is below generator.n_critic ({self.n_critic}): "
                 "the generator would never be updated"
             )
+        if self.adversarial_loss == "wgan_gp" and self.lambda_gp == 0:
+            raise ValueError("generator.lambda_gp is 0 with generator.adversarial_loss 'wgan_gp': the critic's "
+                             "scores are unbounded without the penalty; use bce or hinge, or a positive lambda_gp")
         if self.checkpoint is not None and not self.checkpoint.is_file():
             raise ValueError(f"generator.checkpoint {str(self.checkpoint)!r} is not a file")
         return self

@@ -1,4 +1,4 @@
-"""The loss terms of both generators (WGAN-GP adversarial, conditional, L1 reconstruction).
+"""The loss terms of the generators (adversarial: WGAN-GP, BCE or hinge; conditional; L1 reconstruction).
 
 Kept as plain functions of tensors so that the training loop composes them per generator kind
 and tests can check each against a value known by hand.
@@ -6,7 +6,9 @@ and tests can check each against a value known by hand.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,38 @@ def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.T
 
 def generator_adversarial_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
+
+
+def bce_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """The original GAN (Goodfellow et al. 2014): cross-entropy of real (1) vs fake (0) on the scores as logits."""
+    return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
+
+
+def bce_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """Non-saturating: maximise log D(G(z)); minimising log(1 - D(G(z))) gives no gradient once D wins."""
+    return F.softplus(-fake_scores).mean()
+
+
+def hinge_critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Hinge (Lim & Ye 2017; Miyato et al. 2018): only scores inside the margin (real < 1, fake > -1) are pushed."""
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
+class Adversarial(NamedTuple):
+    """One adversarial objective: the critic's loss, the generator's, whether the WGAN gradient penalty
+    applies, and the critic's loss when it cannot tell real from fake (all scores 0)."""
+
+    critic: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator: Callable[[torch.Tensor], torch.Tensor]
+    penalised: bool
+    undecided: float
+
+
+ADVERSARIAL = {
+    "wgan_gp": Adversarial(critic_loss, generator_adversarial_loss, True, 0.0),
+    "bce": Adversarial(bce_critic_loss, bce_generator_loss, False, 2 * math.log(2)),
+    "hinge": Adversarial(hinge_critic_loss, generator_adversarial_loss, False, 2.0),
+}
 
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor,

@@ -1,14 +1,15 @@
-"""Train either conditional GAN with one loop: WGAN-GP, Adam, linear lr decay, resumable.
+"""Train every conditional GAN with one loop: WGAN-GP (or BCE, or hinge), Adam, linear lr decay, resumable.
 
 The generator kinds (``generator_kinds``) differ only in their networks, how labels become the
-generator's condition and which conditional loss and reconstruction terms apply; their
-``Objective`` holds those differences and the loop (critic step, generator step every ``n_critic`` steps, logging, samples, checkpoints)
+generator's condition, what the generator starts from (the image, or noise) and which conditional
+loss and reconstruction terms apply; their ``Objective`` holds those differences and the loop
+(critic step, generator step every ``n_critic`` steps, logging, samples, diversity, checkpoints)
 is shared. A step is one critic update.
 
 Reproducibility: the networks are initialised from the seed while the global RNGs are held
-(``device.seeded``), and every random draw of the loop (batch, targets, penalty mix) comes from
-the loop's own ``torch.Generator``, seeded from the same seed. So tasks running beside it on
-other threads (``execution.task_runner: threads``) neither change its numbers nor have theirs
+(``device.seeded``), and every random draw of the loop (batch, targets, the cgan's noise, penalty
+mix) comes from the loop's own ``torch.Generator``, seeded from the same seed. So tasks running
+beside it on other threads (``execution.task_runner: threads``) neither change its numbers nor have theirs
 changed. That generator's state (with the global ones) is saved in each checkpoint, and the lr
 is a pure function of the step; so a run killed and resumed from its last checkpoint redoes the
 same steps with the same numbers and ends with the same weights as a run never interrupted.
@@ -24,14 +25,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.utils import save_image
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.utils import make_grid
 
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.models import gan_losses as L
+from ausynth.tasks import label_types
 from ausynth.tasks.checkpoint import (TrainedGenerator, load_generator, read_checkpoint, rng_state,
                                       save_checkpoint, set_rng_state)
 from ausynth.tasks.generator_kinds import Architecture, Objective, generator_kind
 from ausynth.tasks.device import seeded
+from ausynth.tasks.diversity import diversity
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.train_classifier import scale, to_tensor
 
@@ -40,9 +44,12 @@ log = logging.getLogger("ausynth")
 LogCallback = Callable[[int, dict[str, float], Path | None], None]
 CHECKPOINT = "generator.pt"
 SAMPLE_IMAGES = 8
+DIVERSITY_IMAGES = 16  # per label, generated and real, at every sample step
 COLLAPSE_PATIENCE = 5  # consecutive logs with a near-zero critic loss before warning
 CRITIC_EPS = 1e-3
 STD_EPS = 1e-2  # per-pixel std over the generated batch, images in [-1, 1]
+DIVERSITY_EPS = 0.1  # a label's generated images vary this little, relative to real ones: collapsed
+HEADER = 14  # pixels above a sample grid for the column names
 RESUME_FREE = {"log_every", "sample_every", "checkpoint_every", "intensity", "neutral_source", "neutral_threshold",
                "images_per_au", "drop_failed", "max_rounds", "on_shortfall", "checkpoint"}  # keys that do not change training
 
@@ -71,6 +78,7 @@ class Networks:
     def __init__(self, arch: Architecture, cfg: GeneratorConfig, device: torch.device) -> None:
         kind = generator_kind(arch.kind)
         self.cfg, self.objective = cfg, kind.objective(cfg, arch.label_type)
+        self.adversarial = L.ADVERSARIAL[cfg.adversarial_loss]
         self.G, self.D = kind.generator(arch).to(device), kind.discriminator(arch).to(device)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
@@ -96,37 +104,49 @@ class Networks:
         for group in (*self.opt_g.param_groups, *self.opt_d.param_groups):
             group["lr"] = lr
 
+    def critic(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The discriminator's (scores, label outputs); one that reads the label (cgan) is given ``labels``."""
+        return self.D(x, labels) if self.objective.critic_reads_labels else self.D(x)
+
     def d_step(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
                generator: torch.Generator | None = None) -> dict[str, float]:
-        """One critic update; the penalty's real/fake mix is drawn on the CPU from ``generator``
-        (default: torch's global one)."""
+        """One critic update; the generator's noise (cgan) and the penalty's real/fake mix are drawn on the
+        CPU from ``generator`` (default: torch's global one)."""
         cfg, obj = self.cfg, self.objective
         with self.autocast():
             with torch.no_grad():
-                fake = self.G(x, obj.condition(source, target))
-            real_scores, real_labels = self.D(x)
-            fake_scores, _ = self.D(fake)
-            adv = L.critic_loss(real_scores.float(), fake_scores.float())
+                fake = self.G(obj.inputs(x, generator), obj.condition(source, target))
+            real_scores, real_labels = self.critic(x, source)
+            fake_scores, _ = self.critic(fake, target)
+            adv = self.adversarial.critic(real_scores.float(), fake_scores.float())
             cls = obj.cond_loss(real_labels, source)
-        alpha = torch.rand(len(x), 1, 1, 1, generator=generator).to(x.device)
-        gp = L.gradient_penalty(lambda z: self.D(z)[0], x, fake, alpha)
-        loss = adv + cfg.lambda_cls * cls + cfg.lambda_gp * gp
+        loss = adv + cfg.lambda_cls * cls
+        metrics = {"d_adv": adv.item(), "d_cls": cls.item()}
+        if self.adversarial.penalised:
+            alpha = torch.rand(len(x), 1, 1, 1, generator=generator).to(x.device)
+            gp = L.gradient_penalty(lambda z: self.critic(z, source)[0], x, fake, alpha)
+            loss = loss + cfg.lambda_gp * gp
+            metrics["d_gp"] = gp.item()
         self._update(loss, self.opt_d, self.scaler_d)
         fake_std = fake.float().std(dim=0).mean()
-        return {"d_loss": loss.item(), "d_adv": adv.item(), "d_cls": cls.item(), "d_gp": gp.item(),
-                "fake_std": fake_std.item()}
+        return {"d_loss": loss.item(), **metrics, "fake_std": fake_std.item()}
 
-    def g_step(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    def g_step(self, x: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+        """One generator update; its noise (cgan) is drawn on the CPU from ``generator``."""
         cfg, obj = self.cfg, self.objective
         self.D.requires_grad_(False)  # the critic only passes gradients through here; skip its weight gradients
         with self.autocast():
-            fake = self.G(x, obj.condition(source, target))
-            scores, labels = self.D(fake)
-            adv = L.generator_adversarial_loss(scores.float())
+            fake = self.G(obj.inputs(x, generator), obj.condition(source, target))
+            scores, labels = self.critic(fake, target)
+            adv = self.adversarial.generator(scores.float())
             cls = obj.cond_loss(labels, target)
-            cycle = L.l1_loss(self.G(fake, obj.condition(target, source)), x)
-            loss = adv + cfg.lambda_cls * cls + obj.cycle_weight * cycle
-            metrics = {"g_adv": adv.item(), "g_cls": cls.item(), "g_cycle": cycle.item()}
+            loss = adv + cfg.lambda_cls * cls
+            metrics = {"g_adv": adv.item(), "g_cls": cls.item()}
+            if obj.cycle_weight:
+                cycle = L.l1_loss(self.G(fake, obj.condition(target, source)), x)
+                loss = loss + obj.cycle_weight * cycle
+                metrics["g_cycle"] = cycle.item()
             if obj.identity_weight:
                 identity = L.l1_loss(self.G(x, torch.zeros_like(source)), x)
                 loss = loss + obj.identity_weight * identity
@@ -154,33 +174,91 @@ def translate(model: torch.nn.Module, objective: Objective, x: torch.Tensor, sou
     return out
 
 
-def save_samples(nets: Networks, x: torch.Tensor, source: torch.Tensor, intensity: float, path: Path) -> Path:
-    """A grid: one row per fixed image, the image itself then its translation to each single label."""
-    targets = nets.objective.single_targets(source.shape[1], intensity, x.device)
-    k = len(targets)
-    outputs = translate(nets.G, nets.objective, x.repeat_interleave(k, 0), source.repeat_interleave(k, 0),
-                        targets.repeat(len(x), 1)).float()
-    rows = torch.cat([x[:, None], outputs.view(len(x), k, *x.shape[1:])], dim=1).flatten(0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(rows, path, nrow=k + 1, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
-    return path
+class Probe:
+    """The fixed inputs that the sample grids and diversity scores are made from at every sample step.
+
+    Fixed so that steps compare: the same images (and, for cgan, the same noise, drawn from the run's
+    seed apart from the training draws, so resuming changes nothing) each time.
+    """
+
+    def __init__(self, nets: Networks, images: torch.Tensor, labels: torch.Tensor, present: np.ndarray,
+                 names: list[str], seed: int) -> None:
+        noise = torch.Generator().manual_seed(seed)
+        self.nets, self.names = nets, names
+        fixed = torch.from_numpy(_evenly(len(images), SAMPLE_IMAGES)).to(images.device)
+        self.x, self.source = scale(images[fixed]), labels[fixed]
+        self.inputs = nets.objective.inputs(self.x, noise)
+        # per label: real images that show it, and as many inputs (other images, or noise) to ask for their labels
+        self.groups = {}
+        for k, name in enumerate(names):
+            rows = np.flatnonzero(present[:, k])
+            if len(rows) >= 2:
+                real = torch.from_numpy(rows[_evenly(len(rows), DIVERSITY_IMAGES)]).to(images.device)
+                other = torch.from_numpy(_evenly(len(images), len(real))).to(images.device)
+                self.groups[name] = (scale(images[real]), labels[real],
+                                     nets.objective.inputs(scale(images[other]), noise), labels[other])
+
+    def samples(self, intensity: float, path: Path) -> Path:
+        """A grid: one row per fixed image, the image itself then the generator's output for each single label,
+        from that image (EM, StarGAN) or from that row's noise (cgan); the label names head the columns."""
+        targets = self.nets.objective.single_targets(len(self.names), intensity, self.x.device)
+        k = len(targets)
+        outputs = translate(self.nets.G, self.nets.objective, self.inputs.repeat_interleave(k, 0),
+                            self.source.repeat_interleave(k, 0), targets.repeat(len(self.x), 1)).float()
+        rows = torch.cat([self.x[:, None], outputs.view(len(self.x), k, *self.x.shape[1:])], dim=1).flatten(0, 1)
+        grid = make_grid(rows, nrow=k + 1, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
+        first = "real" if self.nets.objective.noise_dim else "input"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _headed(grid, [first, *self.names], self.x.shape[3] + 2).save(path)
+        return path
+
+    def diversity(self) -> dict[str, float]:
+        """Per label: how much generated images asked for real images' labels vary, against those real images."""
+        scores = {}
+        for name, (real, labels, inputs, source) in self.groups.items():
+            scores[f"diversity/{name}"] = diversity(translate(self.nets.G, self.nets.objective, inputs, source, labels),
+                                                    real)
+        return scores
+
+
+def _evenly(n: int, count: int) -> np.ndarray:
+    """Up to ``count`` indices spread evenly over ``range(n)``."""
+    return np.linspace(0, n - 1, min(count, n)).round().astype(np.int64)
+
+
+def _headed(grid: torch.Tensor, names: list[str], column: int) -> Image.Image:
+    """The (3, H, W) grid in [0, 1] as an image under a white band that names each column."""
+    body = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+    page = Image.new("RGB", (body.width, body.height + HEADER), "white")
+    page.paste(body, (0, HEADER))
+    draw, font = ImageDraw.Draw(page), ImageFont.load_default(size=10)
+    for i, name in enumerate(names):
+        draw.text((i * column + (column - draw.textlength(name, font=font)) / 2, 1), name, fill="black", font=font)
+    return page
 
 
 class CollapseWatch:
-    """Warns when the critic stops separating real from fake, or the generator's output stops varying."""
+    """Warns when the critic stops separating real from fake, or the generator's output stops varying.
 
-    def __init__(self) -> None:
-        self.flat_logs = 0
+    ``undecided`` is the critic's adversarial loss when it cannot tell them apart (0 for WGAN)."""
+
+    def __init__(self, undecided: float = 0.0) -> None:
+        self.flat_logs, self.undecided = 0, undecided
 
     def update(self, step: int, metrics: dict[str, float]) -> None:
-        self.flat_logs = self.flat_logs + 1 if abs(metrics["d_adv"]) < CRITIC_EPS else 0
+        self.flat_logs = self.flat_logs + 1 if abs(metrics["d_adv"] - self.undecided) < CRITIC_EPS else 0
         if self.flat_logs == COLLAPSE_PATIENCE:
             log.warning("generator training may have collapsed: the critic's adversarial loss has stayed within "
-                        "%.0e of zero for %d logs (step %d); look at the sample grids", CRITIC_EPS,
+                        "%.0e of %.3g for %d logs (step %d); look at the sample grids", CRITIC_EPS, self.undecided,
                         COLLAPSE_PATIENCE, step)
         if metrics["fake_std"] < STD_EPS:
             log.warning("generator training may have collapsed: generated images hardly vary across the batch "
                         "(mean per-pixel std %.2e at step %d)", metrics["fake_std"], step)
+        collapsed = {k.removeprefix("diversity/"): round(v, 3) for k, v in metrics.items()
+                     if k.startswith("diversity/") and v < DIVERSITY_EPS}
+        if collapsed:
+            log.warning("mode collapse at step %d: generated images of %s vary less than %.0f%% as much as real "
+                        "ones (diversity scores)", step, collapsed, 100 * DIVERSITY_EPS)
 
 
 class Window:
@@ -262,9 +340,10 @@ def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.dev
         raise ValueError(f"{path} is at step {step}, past generator.steps ({cfg.steps}): use a new output folder")
     images = to_tensor(data.images, device)
     labels = nets.objective.labels(torch.from_numpy(data.labels)).to(device)
-    fixed = torch.from_numpy(np.linspace(0, len(data) - 1, min(SAMPLE_IMAGES, len(data))).round().astype(np.int64))
+    present = label_types.label_type(arch.label_type).present(data.labels)
+    probe = Probe(nets, images, labels, present, list(arch.label_columns), seed)
     categorical = nets.objective.targets == "category"
-    window, watch = Window(), CollapseWatch()
+    window, watch = Window(), CollapseWatch(nets.adversarial.undecided)
     log.info("training %s on %d images, on %s%s, steps %d..%d", arch.describe(), len(data), device,
              " with mixed precision" if nets.scaler_g.is_enabled() else "", step + 1, cfg.steps)
     for step in range(step + 1, cfg.steps + 1):
@@ -275,15 +354,15 @@ def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.dev
         target = sample_targets(source, cfg.target_sampling, categorical, rng)
         metrics = nets.d_step(x, source, target, rng)
         if step % cfg.n_critic == 0:
-            metrics |= nets.g_step(x, source, target)
+            metrics |= nets.g_step(x, source, target, rng)
         window.add(metrics, time.perf_counter() - start)
         last = step == cfg.steps
-        image = None
+        image, scores = None, {}
         if step % cfg.sample_every == 0 or last:
-            image = save_samples(nets, scale(images[fixed.to(device)]), labels[fixed.to(device)], cfg.intensity,
-                                 out_dir / "samples" / f"step_{step:06d}.png")
+            image = probe.samples(cfg.intensity, out_dir / "samples" / f"step_{step:06d}.png")
+            scores = probe.diversity()
         if step % cfg.log_every == 0 or image is not None:
-            record = {**window.flush(), "lr": learning_rate(cfg, step)}
+            record = {**window.flush(), "lr": learning_rate(cfg, step), **scores}
             history.append({"step": float(step), **record})
             _report(cfg, step, record, image, watch, on_log)
         if step % cfg.checkpoint_every == 0 or last:

@@ -6,6 +6,10 @@ per source, and no AU pair occurs together, which is what breaks the training da
 correlations. The oracle (a classifier trained apart from every one under evaluation) checks
 each image, and is itself calibrated on real single-label images: a generated pass rate means
 little unless the same oracle passes real images at a known rate.
+
+A kind that draws from noise (cgan) needs no neutral face: its 'sources' are latent codes, code i
+being the i-th draw of a fixed noise sequence, each asked once for every label; the oracle check,
+the exact count and the rounds of verified generation apply unchanged.
 """
 
 from __future__ import annotations
@@ -22,15 +26,17 @@ from torch import nn
 
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.tasks.checkpoint import TrainedGenerator
+from ausynth.tasks.diversity import diversity
 from ausynth.tasks.errors import DataError
 from ausynth.tasks.gan_training import translate
-from ausynth.tasks.generator_kinds import AU_LABEL_TYPES, generator_kind
+from ausynth.tasks.generator_kinds import ISOLATED_LABEL_TYPES, generator_kind
 from ausynth.tasks.imageset import ImageSet, concat
 from ausynth.tasks.train_classifier import predict_proba, scale, to_tensor
 
 log = logging.getLogger("ausynth")
 
 BATCH = 64  # source images per generator call (each becomes K images)
+LATENT_SEED = 4099  # the noise sequence a kind drawing from noise takes its latent codes from
 
 
 def total_images(cfg: GeneratorConfig, default_total: int, n_labels: int) -> int:
@@ -105,18 +111,28 @@ def _no_neutral_message(peak: np.ndarray, unlabelled: np.ndarray, threshold: flo
 
 
 def candidate_sources(generator: TrainedGenerator, pool: ImageSet, cfg: GeneratorConfig,
-                      scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The neutral sources the generator's label type calls for, most neutral first."""
+                      scores: np.ndarray | None, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The neutral sources the generator's label type calls for, most neutral first; for a kind that draws
+    from noise, latent codes enough for ``count`` images in each of ``cfg.max_rounds`` rounds."""
     arch = generator.architecture
     if list(arch.label_columns) != pool.label_columns or arch.kind != cfg.kind:
         raise ValueError(f"the generator is a {arch.kind} for labels {list(arch.label_columns)}; asked for a "
                          f"{cfg.kind} for the pool's labels {pool.label_columns}")
+    if arch.label_type not in ISOLATED_LABEL_TYPES:
+        raise ValueError(f"isolated generation needs AU or emotion labels, the generator was trained on "
+                         f"{arch.label_type!r}")
+    if not generator_kind(arch.kind).needs_source:
+        codes = math.ceil(count / len(pool.label_columns)) * cfg.max_rounds
+        return np.arange(codes), np.zeros((codes, len(pool.label_columns)), np.float32)
     if arch.label_type == "emotion":
         return neutral_emotion_sources(pool, scores)
-    if arch.label_type in AU_LABEL_TYPES:
-        return neutral_sources(pool, cfg.neutral_threshold, scores, cfg.neutral_source)
-    raise ValueError(f"isolated generation needs AU or emotion labels, the generator was trained on "
-                     f"{arch.label_type!r}")
+    return neutral_sources(pool, cfg.neutral_threshold, scores, cfg.neutral_source)
+
+
+def latent_codes(noise_dim: int, codes: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Code i is the i-th draw of a fixed noise sequence: the same in every run and round."""
+    sequence = torch.Generator().manual_seed(LATENT_SEED)
+    return torch.randn(int(codes.max()) + 1, noise_dim, generator=sequence)[torch.from_numpy(codes)].to(device)
 
 
 # ----------------------------------------------------------------------------- generation
@@ -128,23 +144,27 @@ def translate_sources(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
 
     The label asked for is at ``cfg.intensity`` for the EM (graded AUs); StarGAN's domains are
     binary, so it asks for presence (1). Rows keep the source's subject and its pool row
-    (``source_index``) and name the label asked for (``target``).
+    (``source_index``) and name the label asked for (``target``). For a kind that draws from noise
+    the sources are latent codes (``latent_codes``) and the subject names the kind.
     """
     arch = generator.architecture
     k = len(pool.label_columns)
     objective = generator_kind(arch.kind).objective(cfg, arch.label_type)
     targets = objective.single_targets(k, cfg.intensity, device)
     labels = torch.from_numpy(source_labels).to(device)
+    latents = latent_codes(objective.noise_dim, sources, device) if objective.noise_dim else None
     chunks = []
     for start in range(0, len(sources), BATCH):
-        x = scale(to_tensor(pool.images[sources[start:start + BATCH]], device))
-        src = labels[start:start + BATCH]
+        chunk = slice(start, start + BATCH)
+        x = latents[chunk] if latents is not None else scale(to_tensor(pool.images[sources[chunk]], device))
+        src = labels[chunk]
         out = translate(generator.model, objective, x.repeat_interleave(k, 0), src.repeat_interleave(k, 0),
                         targets.repeat(len(x), 1))
         chunks.append(((out.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
     meta = {**pool.meta, "generator_kind": arch.kind, "generator_checkpoint": str(generator.checkpoint),
             "generator_step": generator.step, "target_value": float(targets.max())}
-    return ImageSet(torch.cat(chunks).numpy(), _manifest(pool, sources, targets.cpu().numpy()),
+    subjects = np.full(len(sources), arch.kind) if latents is not None else pool.frame["subject"].to_numpy()[sources]
+    return ImageSet(torch.cat(chunks).numpy(), _manifest(pool, sources, subjects, targets.cpu().numpy()),
                     list(pool.label_columns), meta)
 
 
@@ -156,15 +176,15 @@ def generate_isolated(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     they decide which unlabelled images count as neutral. Sources repeat (with a warning) only when
     there are fewer neutral images than needed.
     """
-    candidates, candidate_labels = candidate_sources(generator, pool, cfg, scores)
+    candidates, candidate_labels = candidate_sources(generator, pool, cfg, scores, count)
     n_sources = math.ceil(count / len(pool.label_columns))
     if n_sources > len(candidates):
         log.warning("only %d neutral source images for %d needed: sources repeat, so generated images repeat",
                     len(candidates), n_sources)
     pick = np.resize(np.arange(len(candidates)), n_sources)
     made = translate_sources(generator, pool, cfg, candidates[pick], candidate_labels[pick], device)
-    log.info("generated %d single-label images from %d neutral sources (%d available)", count, n_sources,
-             len(candidates))
+    log.info("generated %d single-label images from %d %s (%d available)", count, n_sources,
+             _source_word(generator), len(candidates))
     return made.subset(np.arange(count))
 
 
@@ -178,7 +198,7 @@ def generate_verified(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     shortfall then fails, naming the counts, or with ``cfg.on_shortfall: fill`` is filled with the
     label's failing images (kept with ``passed`` False) and a warning: never a silently smaller set.
     """
-    candidates, candidate_labels = candidate_sources(generator, pool, cfg, scores)
+    candidates, candidate_labels = candidate_sources(generator, pool, cfg, scores, count)
     k = len(pool.label_columns)
     need, per_round = quotas(count, k), math.ceil(count / k)
     tried: list[ImageSet] = []
@@ -191,8 +211,8 @@ def generate_verified(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
         if not need.any():
             break
     every = concat(tried)
-    log.info("generated %d single-label images from %d neutral sources to find %d that pass the oracle",
-             len(every), len(every) // k, count)
+    log.info("generated %d single-label images from %d %s to find %d that pass the oracle",
+             len(every), len(every) // k, _source_word(generator), count)
     return _take_quotas(every, quotas(count, k), cfg.on_shortfall), every
 
 
@@ -214,11 +234,15 @@ def _take_quotas(every: ImageSet, quota: np.ndarray, on_shortfall: str) -> Image
     return every.subset(np.sort(np.concatenate(chosen)))
 
 
-def _manifest(pool: ImageSet, sources: np.ndarray, targets: np.ndarray) -> pd.DataFrame:
+def _source_word(generator: TrainedGenerator) -> str:
+    return "neutral sources" if generator_kind(generator.architecture.kind).needs_source else "latent codes"
+
+
+def _manifest(pool: ImageSet, sources: np.ndarray, subjects: np.ndarray, targets: np.ndarray) -> pd.DataFrame:
     """Each source once per label, labelled with the target asked for."""
     k = len(pool.label_columns)
     frame = pd.DataFrame(np.tile(targets, (len(sources), 1)), columns=pool.label_columns)
-    frame.insert(0, "subject", pool.frame["subject"].to_numpy()[sources].repeat(k))
+    frame.insert(0, "subject", subjects.repeat(k))
     frame.insert(1, "origin", "generated")
     frame["source_index"] = sources.repeat(k)
     frame["target"] = np.tile(np.asarray(pool.label_columns), len(sources))
@@ -256,6 +280,8 @@ def quality_table(generated: ImageSet, oracle: nn.Module, device: torch.device, 
     With ``real`` images the oracle is calibrated: ``real_pass_rate`` is the same check on real
     images that show exactly that label (e.g. the toy test set), and ``relative_pass_rate`` the
     generated rate over it; 1 means the generated images convince the oracle as often as real ones.
+    ``diversity`` is the generated images' spread over that of the real images that show the label
+    (``tasks/diversity.py``): near 0 is mode collapse.
     """
     columns = generated.label_columns
     target = _target_index(generated)
@@ -269,6 +295,9 @@ def quality_table(generated: ImageSet, oracle: nn.Module, device: torch.device, 
         table = table.join(real_pass_rates(real, oracle, device, threshold))
         real_rate = table["real_pass_rate"].where(table["real_pass_rate"] > 0)
         table["relative_pass_rate"] = table["pass_rate"] / real_rate
+        shown = np.nan_to_num(real.labels, nan=0.0) >= 0.5
+        table["diversity"] = [diversity(generated.images[target == k], real.images[shown[:, k]])
+                              for k in range(len(columns))]
     return table
 
 
@@ -289,19 +318,21 @@ def real_pass_rates(real: ImageSet, oracle: nn.Module, device: torch.device, thr
 
 # ----------------------------------------------------------------------------- pictures and distances
 
-def example_grid(generated: ImageSet, pool: ImageSet, n_sources: int = 6) -> Figure:
-    """One row per source: the source, then its image for each label (blank where none was kept),
-    with the label names over the columns and a red frame on images the oracle failed."""
+def example_grid(generated: ImageSet, pool: ImageSet | None, n_sources: int = 6) -> Figure:
+    """One row per source: the source (none for latent codes: ``pool`` None), then its image for each label
+    (blank where none was kept), with the label names over the columns and a red frame on images the
+    oracle failed."""
     frame, names = generated.frame, generated.label_columns
+    lead = [] if pool is None else ["source"]
     chosen = pd.unique(frame["source_index"])[:n_sources]
     if len(chosen) == 0:
         raise ValueError("no generated images to show")
     where = {(s, t): i for i, (s, t) in enumerate(zip(frame["source_index"], _target_index(generated)))}
     passed = frame["passed"].to_numpy() if "passed" in frame else np.ones(len(frame), dtype=bool)
-    fig = Figure(figsize=(1.1 * (len(names) + 1), 1.2 * len(chosen) + 0.4))
-    axes = fig.subplots(len(chosen), len(names) + 1, squeeze=False)
+    fig = Figure(figsize=(1.1 * (len(names) + len(lead)), 1.2 * len(chosen) + 0.4))
+    axes = fig.subplots(len(chosen), len(names) + len(lead), squeeze=False)
     for row, source in enumerate(chosen):
-        tiles = [(pool.images[source], True)] + [
+        tiles = ([] if pool is None else [(pool.images[source], True)]) + [
             (generated.images[where[source, k]], passed[where[source, k]]) if (source, k) in where else (None, True)
             for k in range(len(names))]
         for col, (tile, ok) in enumerate(tiles):
@@ -313,7 +344,7 @@ def example_grid(generated: ImageSet, pool: ImageSet, n_sources: int = 6) -> Fig
             for spine in ax.spines.values():
                 spine.set_color("black" if ok else "red")
             if row == 0:
-                ax.set_title("source" if col == 0 else names[col - 1], fontsize="small")
+                ax.set_title([*lead, *names][col], fontsize="small")
     fig.suptitle("Generated single-label images (red frame: the oracle sees another label or not the target)",
                  fontsize="small")
     return fig

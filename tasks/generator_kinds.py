@@ -2,9 +2,10 @@
 
 A kind knows its generator and critic networks and its ``Objective``: how a (source, target)
 label pair becomes the generator's condition, which conditional loss the critic's label head
-uses, and which reconstruction terms apply with which configured weight. The training loop
-(``gan_training``) and the generation stage only talk to these objects, so a new kind is a class
-here and its line in ``GENERATOR_KINDS``.
+uses, which reconstruction terms apply with which configured weight, and whether the generator
+starts from the image or from noise (cgan). The training loop (``gan_training``) and the
+generation stage only talk to these objects, so a new kind is a class here and its line in
+``GENERATOR_KINDS``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.models import gan_losses as L
+from ausynth.models.cgan import CGANDiscriminator, CGANGenerator
 from ausynth.models.expression_manipulator import ExpressionManipulator
 from ausynth.models.patch_discriminator import PatchDiscriminator
 from ausynth.models.stargan import StarGANGenerator
@@ -26,6 +28,7 @@ from ausynth.tasks.errors import CheckpointError, ConfigError
 from ausynth.tasks.imageset import ImageSet
 
 AU_LABEL_TYPES = ("au_presence", "au_intensity")
+ISOLATED_LABEL_TYPES = (*AU_LABEL_TYPES, "emotion")  # label types with single labels to show alone
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,19 @@ class Objective:
     """How one kind turns labels into a condition and what its losses weigh."""
 
     relative: bool  # EM: condition on target - source; StarGAN: on the target itself
-    targets: str  # 'graded' (EM: intensities 0..1), 'binary' (StarGAN: AU presence), 'category' (StarGAN: one-hot)
+    targets: str  # 'graded' (as they are: intensities, valence/arousal), 'binary' (AU presence), 'category' (one-hot)
     cond_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     cycle_weight: float  # G(G(x, c'), c) = x
     identity_weight: float  # G(x, 'no change') = x; EM only
+    noise_dim: int = 0  # cgan: the generator draws from noise of this size instead of editing an image
+    critic_reads_labels: bool = False  # cgan: D(x, c) rather than D(x)
+
+    def inputs(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """What the generator starts from for the images ``x``: ``x`` itself, or one noise vector per image,
+        drawn on the CPU from ``generator`` (default: torch's global one)."""
+        if not self.noise_dim:
+            return x
+        return torch.randn(len(x), self.noise_dim, generator=generator).to(x.device)
 
     def labels(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw >= 0.5).float() if self.targets == "binary" else raw
@@ -59,6 +71,7 @@ class Architecture:
     n_res_blocks: int
     image_shape: tuple[int, int, int]  # (H, W, C), as ImageSet.image_shape
     label_columns: tuple[str, ...]
+    options: tuple[tuple[str, Any], ...] = ()  # the kind's own shape settings (cgan: generator.cgan), sorted
 
     @classmethod
     def of(cls, cfg: GeneratorConfig, data: ImageSet) -> "Architecture":
@@ -66,22 +79,26 @@ class Architecture:
         kind = generator_kind(cfg.kind)
         label_type = label_types.of(data).name
         if label_type not in kind.label_types:
+            takers = [name for name, other in GENERATOR_KINDS.items() if label_type in other.label_types]
             raise ConfigError(f"generator.kind {cfg.kind!r} cannot condition on {label_type!r} labels: it takes "
                               f"{' or '.join(kind.label_types)}"
-                              + (" (use kind 'stargan' for emotion categories)" if label_type == "emotion" else ""))
+                              + (f" (use kind {' or '.join(map(repr, takers))} for them)" if takers else ""))
         return cls(cfg.kind, label_type, cfg.base_channels, cfg.n_res_blocks, data.image_shape,
-                   tuple(data.label_columns))
+                   tuple(data.label_columns), tuple(sorted(kind.options(cfg).items())))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Architecture":
-        return cls(**{**data, "image_shape": tuple(data["image_shape"]), "label_columns": tuple(data["label_columns"])})
+        return cls(**{**data, "image_shape": tuple(data["image_shape"]), "label_columns": tuple(data["label_columns"]),
+                      "options": tuple(sorted(data.get("options", {}).items()))})
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "image_shape": list(self.image_shape), "label_columns": list(self.label_columns)}
+        return {**asdict(self), "image_shape": list(self.image_shape), "label_columns": list(self.label_columns),
+                "options": dict(self.options)}
 
     def describe(self) -> str:
         h, w, c = self.image_shape
-        return (f"{self.kind} (base_channels {self.base_channels}, n_res_blocks {self.n_res_blocks}, "
+        options = "".join(f", {name} {value}" for name, value in self.options)
+        return (f"{self.kind} (base_channels {self.base_channels}, n_res_blocks {self.n_res_blocks}{options}, "
                 f"{self.label_type} labels {list(self.label_columns)}) for {h}x{w}x{c} images")
 
     def require(self, found: "Architecture", path: object) -> None:
@@ -99,6 +116,11 @@ class GeneratorKind:
 
     name: ClassVar[str]
     label_types: ClassVar[tuple[str, ...]]
+    needs_source: ClassVar[bool] = True  # isolated images are edits of neutral sources
+
+    def options(self, cfg: GeneratorConfig) -> dict[str, Any]:
+        """The kind's own settings that shape its networks (recorded in the ``Architecture``)."""
+        return {}
 
     def generator(self, arch: Architecture) -> nn.Module:
         raise NotImplementedError
@@ -140,7 +162,40 @@ class StarGANKind(GeneratorKind):
         return Objective(False, "binary", L.multilabel_loss, cfg.lambda_cycle, 0.0)
 
 
-GENERATOR_KINDS: dict[str, GeneratorKind] = {k.name: k for k in (ExpressionManipulatorKind(), StarGANKind())}
+class ConditionalGANKind(GeneratorKind):
+    """A conditional DCGAN from noise with an AC-GAN discriminator that reads the label (models/cgan.py).
+
+    It edits no image, so it has no cycle or identity loss and its isolated images come straight
+    from one-hot targets, with no neutral source. Binary AUs and emotion categories are classified
+    by the label head; AU intensities and valence/arousal regressed.
+    """
+
+    name = "cgan"
+    label_types = (*AU_LABEL_TYPES, "emotion", "valence_arousal")
+    needs_source = False
+
+    def options(self, cfg):
+        return cfg.cgan.model_dump()
+
+    def generator(self, arch):
+        h, w, c = arch.image_shape
+        o = dict(arch.options)
+        return CGANGenerator(c, (h, w), len(arch.label_columns), o["noise_dim"], arch.base_channels, o["upsampling"],
+                             o["activation"])
+
+    def discriminator(self, arch):
+        h, w, c = arch.image_shape
+        return CGANDiscriminator(c, (h, w), len(arch.label_columns), arch.base_channels,
+                                 dict(arch.options)["conditioning"])
+
+    def objective(self, cfg, label_type):
+        targets, loss = {"au_presence": ("binary", L.multilabel_loss),
+                         "emotion": ("category", L.category_loss)}.get(label_type, ("graded", L.au_regression_loss))
+        return Objective(False, targets, loss, 0.0, 0.0, noise_dim=cfg.cgan.noise_dim, critic_reads_labels=True)
+
+
+GENERATOR_KINDS: dict[str, GeneratorKind] = {k.name: k for k in (ExpressionManipulatorKind(), StarGANKind(),
+                                                                  ConditionalGANKind())}
 
 
 def generator_kind(name: str) -> GeneratorKind:

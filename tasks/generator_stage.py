@@ -24,7 +24,7 @@ from ausynth.tasks.gan_training import CHECKPOINT, RESUME_FREE, LogCallback, tra
 from ausynth.tasks.au_regions import face_masks, grid_masks, region_change, target_spread
 from ausynth.tasks.generate import (example_grid, generate_isolated, generate_verified, oracle_verdict,
                                     quality_table, total_images)
-from ausynth.tasks.generator_kinds import Architecture
+from ausynth.tasks.generator_kinds import Architecture, generator_kind
 from ausynth.tasks.imageset import ImageSet, concat
 from ausynth.tasks.pseudo_labels import load_scores, pseudo_labelled
 from ausynth.tasks.store import StoredItem, cached_folder, damage, locked, seal, set_aside, stable_hash
@@ -92,7 +92,8 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
                   oracle: StoredItem) -> StoredItem:
     """Single-label images with the oracle's verdict: ``images/`` (exactly the count the comparison adds),
     ``quality.csv`` (per label, generated beside real pass rates), ``sources.csv`` (the sources'
-    predicted profile), ``examples.png`` and ``summary.json``."""
+    predicted profile), ``examples.png`` and ``summary.json``. A kind that draws from noise (cgan) has
+    no sources: no ``sources.csv`` and no change from a source inside and outside the label's region."""
     settings = cfg.generator.model_dump(include={"intensity", "neutral_source", "neutral_threshold", "images_per_au",
                                                  "drop_failed", "max_rounds", "on_shortfall"})
     key = stable_hash("generated", generator.key, pool_scores.key, oracle.key, settings, cfg.augment.size,
@@ -111,23 +112,26 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
             kept = tried = generate_isolated(trained, pool, cfg.generator, count, device, scores)
             kept.frame["passed"] = oracle_verdict(kept, judge, device, cfg.classifier.threshold)
         real = datasets.load_set(dataset, "test")
+        has_sources = generator_kind(trained.architecture.kind).needs_source
         table = quality_table(tried, judge, device, cfg.classifier.threshold, real)
-        table = table.join(region_change(tried, pool, _label_masks(cfg, pool)))
+        if has_sources:
+            table = table.join(region_change(tried, pool, _label_masks(cfg, pool)))
         summary = {"images": len(kept), "tried": len(tried), "pass_rate": float(tried.frame["passed"].mean()),
                    "kept_passing": float(kept.frame["passed"].mean()),
                    "real_pass_rate": float(table["real_pass_rate"].mean()),
                    "relative_pass_rate_min": float(table["relative_pass_rate"].min()),
                    "share_target_shown": float(table["share_target_shown"].mean()),
                    "share_other_shown": float(table["share_other_shown"].mean()),
-                   "change_inside": float(table["change_inside"].mean()),
-                   "change_outside": float(table["change_outside"].mean()),
+                   **{name: float(table[name].mean()) for name in ("change_inside", "change_outside") if has_sources},
+                   "diversity": float(table["diversity"].mean()), "diversity_min": float(table["diversity"].min()),
                    "target_spread": target_spread(tried),
                    "checkpoint": str(generator.path), "generator_step": trained.step}
         (folder / "images").mkdir()
         imageset.write(kept, folder / "images")
         table.to_csv(folder / "quality.csv")
-        source_profile(kept, pool, scores).to_csv(folder / "sources.csv")
-        example_grid(tried, pool).savefig(folder / "examples.png", dpi=90)
+        if has_sources:
+            source_profile(kept, pool, scores).to_csv(folder / "sources.csv")
+        example_grid(tried, pool if has_sources else None).savefig(folder / "examples.png", dpi=90)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
     return StoredItem(cached_folder(datasets.store_root(cfg), "generated", key, build), key)

@@ -11,8 +11,8 @@ import numpy as np
 
 from ausynth.configs.schema import ExperimentConfig
 from ausynth.tasks import datasets, label_types
-from ausynth.tasks.errors import DataError
-from ausynth.tasks.generator_kinds import Architecture
+from ausynth.tasks.errors import ConfigError, DataError
+from ausynth.tasks.generator_kinds import ISOLATED_LABEL_TYPES, Architecture, generator_kind
 from ausynth.tasks.generator_stage import check_checkpoint
 from ausynth.tasks.store import StoredItem
 from ausynth.tasks.strategies import strategy
@@ -28,10 +28,16 @@ def check_inputs(cfg: ExperimentConfig, dataset: StoredItem) -> None:
                         "without labels, for faces) or drop those strategies")
     if any(s.needs_generated for s in chosen):
         labelled = datasets.load_set(dataset, "labelled", mmap=True)
-        Architecture.of(cfg.generator, labelled)  # the kind takes these labels (ConfigError naming generator.kind)
+        arch = Architecture.of(cfg.generator, labelled)  # the kind takes these labels (else a ConfigError)
+        if arch.label_type not in ISOLATED_LABEL_TYPES:
+            raise ConfigError(f"strategies: 'generator' adds images that each show one label alone, but "
+                              f"{arch.label_type!r} labels have none to show alone: drop it from strategies (a "
+                              f"generator.kind {cfg.generator.kind!r} can still be trained on them: ausynth "
+                              "train-generator)")
         if cfg.generator.checkpoint is not None:
             check_checkpoint(cfg, dataset)
-        _check_neutral_sources(dataset, pool_size=len(pool))
+        if generator_kind(cfg.generator.kind).needs_source:
+            _check_neutral_sources(dataset, pool_size=len(pool))
 
 
 def _check_neutral_sources(dataset: StoredItem, pool_size: int) -> None:

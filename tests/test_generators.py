@@ -106,7 +106,7 @@ def _au_set(columns: list[str], size: int = 32, meta: dict | None = None) -> Ima
 
 
 def test_registry_builds_each_kinds_networks_from_the_architecture() -> None:
-    assert set(GENERATOR_KINDS) == {"em", "stargan"}
+    assert set(GENERATOR_KINDS) == {"em", "stargan", "cgan"}
     with pytest.raises(ConfigError, match="unknown generator.kind 'gan'"):
         generator_kind("gan")
     data = _au_set(["AU1", "AU2", "AU3"], size=48)
