@@ -39,6 +39,10 @@ def builtin_config_dir() -> Path:
     return Path(str(resources.files("ausynth.configs")))
 
 
+def builtin_config_names() -> list[str]:
+    return sorted(p.stem for p in builtin_config_dir().glob("*.yaml"))
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A path as given, else a built-in config by name (``toy-quick`` or ``toy-quick.yaml``)."""
     path = Path(name_or_path)
@@ -48,7 +52,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     builtin = builtin_config_dir() / stem
     if len(path.parts) == 1 and builtin.is_file():
         return builtin
-    known = ", ".join(sorted(p.stem for p in builtin_config_dir().glob("*.yaml")))
+    known = ", ".join(builtin_config_names())
     raise ConfigError(f"config file {str(path)!r} does not exist (built-in configs: {known})")
 
 
@@ -244,12 +248,16 @@ def _check_memory(cfg: ExperimentConfig) -> None:
         )
 
 
+KEEP = (None, 0, [], "as configured")  # a form field left at one of these keeps the config's value
+
+
 def parameter_overrides(**settings: Any) -> list[str]:
-    """Turn a flow's optional form fields (``None`` = keep the config's value) into overrides.
+    """Turn a flow's form fields into overrides; a field at a ``KEEP`` value keeps the config's.
 
     Keys are dotted config paths with ``__`` for the dot, e.g. ``dataset__difficulty``.
     """
-    return [f"{key.replace('__', '.')}={_inline_yaml(value)}" for key, value in settings.items() if value is not None]
+    return [f"{key.replace('__', '.')}={_inline_yaml(value)}" for key, value in settings.items()
+            if not any(value == keep and type(value) is type(keep) for keep in KEEP)]
 
 
 def _inline_yaml(value: Any) -> str:

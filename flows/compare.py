@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 from prefect import flow
+from prefect.runtime import flow_run
 
 from ausynth.configs.loader import load_for_run, parameter_overrides
 from ausynth.configs.schema import ExperimentConfig
+from ausynth.flows.form import AS_CONFIGURED, ConfigName, Device, Difficulty, StrategyName, config_label
 from ausynth.tasks import prefect_tasks as t
 from ausynth.tasks.execution import Submitter, effective, execution_for, run_in
 from ausynth.tasks.outputs import new_output_dir
@@ -26,7 +27,6 @@ from ausynth.tasks.preflight import check_inputs
 from ausynth.tasks.strategies import BASELINE, STRATEGIES
 from ausynth.tasks.tracking import Tracker, check_tracking, tracked_run
 
-StrategyName = Literal[tuple(STRATEGIES)]  # the form's choice list follows the registry
 
 
 @dataclass
@@ -39,39 +39,60 @@ class ComparisonResult:
     parent_run_id: str
 
 
-@flow(name="ausynth-compare", log_prints=True)
+def _run_name() -> str:
+    """What runs, as the Prefect UI lists it: 'toy-quick: supervised, generator x seeds 0, 1'."""
+    params = flow_run.parameters
+    strategies = ", ".join(params.get("strategies") or []) or "configured strategies"
+    seeds = ", ".join(map(str, params.get("seeds") or [])) or "configured"
+    return f"{config_label(str(params.get('config', '')))}: {strategies} x seeds {seeds}"
+
+
+@flow(name="ausynth-compare", flow_run_name=_run_name, log_prints=True)
 def compare_strategies(
-    config: str = "toy-quick",
-    strategies: list[StrategyName] | None = None,
-    seeds: list[int] | None = None,
-    difficulty: Literal["clean", "medium", "hard"] | None = None,
-    labelled: int | None = None,
-    augment_size: int | None = None,
-    max_epochs: int | None = None,
-    device: Literal["auto", "cpu", "cuda"] | None = None,
-    overrides: list[str] | None = None,
+    config: ConfigName = "toy-quick",
+    strategies: list[StrategyName] = [],  # noqa: B006 - the form needs JSON defaults
+    seeds: list[int] = [],
+    difficulty: Difficulty = AS_CONFIGURED,
+    labelled: int = 0,
+    augment_size: int = 0,
+    max_epochs: int = 0,
+    device: Device = AS_CONFIGURED,
+    overrides: list[str] = [],
 ) -> ComparisonResult:
     """Run every configured strategy with every seed and compare them in MLflow.
 
-    ``config`` is a YAML path or a built-in config name. The other fields, when set, replace the
-    config's value; ``overrides`` takes any other ``dotted.key=value`` setting (e.g.
-    ``execution.task_runner=dask``).
+    Args:
+        config: a built-in config, or the path of a YAML file on the machine that runs the flow
+        strategies: the strategies to compare, the baseline first; empty: the config's
+        seeds: one classifier per strategy and seed; empty: the config's
+        difficulty: toy data only: the noise level of the generated toy images
+        labelled: how many labelled training images to use; 0: the config's
+        augment_size: how many images each augmentation strategy adds; 0: the config's
+        max_epochs: the classifiers' epoch cap; 0: the config's
+        device: where to train (auto: CUDA when there is one)
+        overrides: any other setting as dotted.key=value, e.g. execution.task_runner=dask
     """
     form = parameter_overrides(strategies=strategies, seeds=seeds, dataset__difficulty=difficulty,
                                dataset__labelled=labelled, augment__size=augment_size,
                                classifier__max_epochs=max_epochs, device=device)
-    cfg = effective(load_for_run(config, [*form, *(overrides or [])]))
+    cfg = effective(load_for_run(config, [*form, *overrides]))
     tracker = Tracker(cfg)
     check_tracking(tracker.uri)  # a down MLflow server fails here, not after the training
     execution = execution_for(cfg)  # so does a Dask scheduler address nobody answers
     output_dir = new_output_dir(cfg)
     with tracked_run(tracker, output_dir) as parent_id:
         tables, label_type = run_in(execution, comparison_dag, cfg, parent_id, output_dir)
+        t.link_prefect_and_mlflow(tracker, parent_id)
     return ComparisonResult(tables["comparison"], tables["differences"], label_type, str(output_dir), tracker.uri,
                             parent_id)
 
 
-@flow(name="ausynth-comparison-dag", validate_parameters=False)
+def _dag_run_name() -> str:
+    cfg = flow_run.parameters["cfg"]
+    return f"{cfg.name}: {', '.join(cfg.strategies)} x seeds {', '.join(map(str, cfg.seeds))}"
+
+
+@flow(name="ausynth-comparison-dag", flow_run_name=_dag_run_name, validate_parameters=False)
 def comparison_dag(cfg: ExperimentConfig, parent_id: str, output_dir: Path) -> tuple[dict[str, pd.DataFrame], str]:
     """Every task of one comparison, submitted in dependency order; returns the publish task's tables and the
     label type."""

@@ -190,7 +190,7 @@ def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[E
         tracker.register(parent_run_id, f"{cfg.experiment}-au-classifier", chosen.info["run_id"],
                          chosen.info["model_uri"], score, dataset.key,
                          {"config": cfg.name, "strategy": best, "seed": str(chosen.seed), **summary})
-        _link_prefect_and_mlflow(tracker, parent_run_id, compare.summary_markdown(
+        tracker.describe(parent_run_id, compare.summary_markdown(
             table, tables["differences"], kind, _generated_summary(tracker, parent_run_id), cfg.name))
         return tables
 
@@ -203,17 +203,18 @@ def _generated_summary(tracker: Tracker, run_id: str) -> dict | None:
     return {"pass_rate": logged["generated/pass_rate"], "real_pass_rate": logged.get("generated/real_pass_rate", 0.0)}
 
 
-def _link_prefect_and_mlflow(tracker: Tracker, parent_run_id: str, markdown: str) -> None:
-    """The summary as the MLflow run's description and as a Prefect artifact of the flow run, each
-    pointing at the other."""
+def link_prefect_and_mlflow(tracker: Tracker, parent_run_id: str) -> None:
+    """The parent run's summary as a Prefect artifact of the calling flow run, with a link to the MLflow
+    run, and the MLflow run tagged with the flow run. Called from the flow a user started (not from the
+    DAG's subflow), so the artifact shows up on the run the user looks at."""
     url = tracker.run_url(parent_run_id)
     mlflow_link = (f"[MLflow parent run {parent_run_id}]({url})" if url else
                    f"MLflow parent run `{parent_run_id}` in `{tracker.uri}` (open it with "
                    f"`mlflow ui --backend-store-uri {tracker.uri} --workers 1`)")
-    tracker.describe(parent_run_id, markdown)
     if flow_run.id:
         ui = flow_run.ui_url or ""  # an ephemeral API has no UI: no URL to point at
         tracker.set_tags(parent_run_id, {"prefect.flow_run_id": flow_run.id,
                                          **({"prefect.flow_run_url": ui} if ui.startswith("http") else {})})
-    create_markdown_artifact(f"{markdown}\n\n{mlflow_link}", key="comparison",
+    summary = tracker.client.get_run(parent_run_id).data.tags.get("mlflow.note.content", "")
+    create_markdown_artifact(f"{summary}\n\n{mlflow_link}", key="comparison",
                              description="Strategy comparison and a link to its MLflow run")
