@@ -142,9 +142,10 @@ def dataset_tags(cfg: ExperimentConfig) -> dict[str, str]:
 
 
 def test_metric_name(key: str, summary: tuple[str, ...]) -> str:
-    """``f1_mean`` -> ``test/f1_mean``; ``f1_AU3`` -> ``test/f1/AU3``."""
+    """``f1_mean`` -> ``test/f1_mean``; ``f1_AU3`` -> ``test/f1/AU3``; a key already named by output keeps
+    its name (``pair_fdr/AU2-AU3`` -> ``test/pair_fdr/AU2-AU3``, as the parent run's ``<strategy>/pair_fdr/...``)."""
     metric, sep, output = key.partition("_")
-    return f"test/{key}" if key in summary or not sep else f"test/{metric}/{output}"
+    return f"test/{key}" if key in summary or "/" in key or not sep else f"test/{metric}/{output}"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ausynth.tasks import tracking
 from ausynth.tasks.tracking import Tracker, tracked_run
 
 
@@ -38,3 +39,9 @@ def test_a_run_left_running_by_a_dead_process_is_marked_killed_on_the_next_start
     assert _status(tracker, orphan) == "KILLED"
     assert _status(tracker, alive) == "RUNNING"
     assert MlflowClient(tracker.uri).get_run(orphan).data.tags["host"]
+
+
+def test_child_run_metric_names_follow_one_scheme():
+    keys = ["f1_mean", "f1_AU3", "n_not_predicted", "fp/AU2-to-AU3", "pair_fdr/AU2-AU3"]
+    assert [tracking.test_metric_name(key, ("f1_mean", "fdr_mean")) for key in keys] == [
+        "test/f1_mean", "test/f1/AU3", "test/n/not_predicted", "test/fp/AU2-to-AU3", "test/pair_fdr/AU2-AU3"]
