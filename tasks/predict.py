@@ -110,7 +110,8 @@ def _not_registered(client: MlflowClient, name: str, alias: str | None, version:
     except MlflowException:
         names = [m.name for m in client.search_registered_models(max_results=20)]
         there = f"registered models: {', '.join(names)}" if names else "it has no registered model"
-        return f"no registered model {name!r} in {uri} ({there}); give one of those names, or a store folder"
+        path = f", and no file or folder {name} exists" if "/" in name else ""
+        return f"no registered model {name!r} in {uri} ({there}){path}; give one of those names, or a store folder"
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
     aliases = ", ".join(f"{a} -> version {v}" for a, v in model.aliases.items()) or "none"
     asked = f"alias {alias!r}" if alias else f"version {version}"

@@ -12,6 +12,7 @@ from PIL import Image
 from ausynth.flows.cli import main
 from ausynth.flows.compare import compare_strategies
 from ausynth.tasks import classifiers, datasets
+from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.store import StoredItem
 from ausynth.tasks.train_classifier import predict_proba
 
@@ -86,6 +87,7 @@ def test_the_model_brings_its_crop_settings_and_only_the_backend_may_change(trai
 
 @pytest.mark.parametrize("model, expect", [
     ("no-such-model", ["no registered model 'no-such-model'", MODEL]),
+    ("ws/store/classifiers/gone", ["no file or folder ws/store/classifiers/gone exists"]),
     (f"{MODEL}@best", ["has no alias 'best'", "champion -> version 1", f"{MODEL}@<alias>"]),
     (f"{MODEL}/7", ["has no version 7", "versions: 1"]),
 ])
@@ -128,3 +130,13 @@ def test_a_manifest_lists_the_images_and_a_missing_file_keeps_its_row(trained, t
     table = pd.read_csv(out)
     assert table["file"].tolist() == [str(trained[1] / "face00.png"), "missing.png"]
     assert table["success"].tolist() == [1, 0] and "cannot read file" in table.loc[1, "reason"]
+
+
+def test_a_face_classifier_records_its_labelled_sources_detection():
+    detection = {"source": {"backend": "opencv", "multi_face": "central", "size": 48, "channels": 1},
+                 "unlabelled": {"backend": "face_alignment", "multi_face": "largest", "size": 48, "channels": 1}}
+    train = ImageSet(np.zeros((2, 48, 48, 1), np.uint8), pd.DataFrame({"AU1": [0.0, 1.0]}), ["AU1"],
+                     {"detection": detection})
+    assert classifiers.input_record(train, 0.6) == {
+        "image_shape": [48, 48, 1], "threshold": 0.6,
+        "detection": {"backend": "opencv", "multi_face": "central", "size": 48, "channels": 1}}
