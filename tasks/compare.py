@@ -172,13 +172,20 @@ def _header(metric: str) -> str:
     return f"{name.upper() if len(name) <= 3 else name} {'%' if metric.startswith(PERCENT) else ''}".strip()
 
 
+def _mean_sd(mean: float, sd: float, seeds: int) -> str:
+    """'12.34 ± 0.56'; one seed has no spread to show, and a metric no seed could score shows as 'n/a'."""
+    if np.isnan(mean):
+        return "n/a"
+    return f"{mean:.2f}" if seeds < 2 else f"{mean:.2f} ± {sd:.2f}"
+
+
 def format_table(table: pd.DataFrame, kind: label_types.LabelType) -> pd.DataFrame:
     """The headline metrics as 'mean ± sd' over seeds, in percent as the thesis reports them."""
     shown = pd.DataFrame(index=table.index)
     for metric in _shown_metrics(table.columns, kind):
         factor = 100 if metric.startswith((*PERCENT, "pair_fdr")) else 1
-        shown[_header(metric)] = [f"{factor * m:.2f} ± {factor * s:.2f}"
-                                  for m, s in zip(table[metric], table[f"{metric}_sd"])]
+        shown[_header(metric)] = [_mean_sd(factor * m, factor * s, n)
+                                  for m, s, n in zip(table[metric], table[f"{metric}_sd"], table["seeds"])]
     shown["seeds"] = table["seeds"].astype(int)
     if table["never_learnt"].any():
         shown["never learnt"] = table["never_learnt"].astype(int)

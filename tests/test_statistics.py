@@ -138,3 +138,15 @@ def test_pair_fp_rates_equal_the_false_positive_matrix_on_single_au_test_sets():
     assert rates["fp/AU1-to-AU2"] == pytest.approx(matrix[0, 1])
     assert rates["fp/AU2-to-AU1"] == pytest.approx(matrix[1, 0])
     assert rates["fp/AU3-to-AU2"] == pytest.approx(matrix[2, 1])
+
+
+def test_the_shown_table_gives_one_seed_no_spread_and_an_unscorable_pair_no_number():
+    from ausynth.tasks import compare, label_types
+
+    table = pd.DataFrame({"f1_mean": [0.5, 0.61], "f1_mean_sd": [0.0, 0.02], "fdr_mean": [0.2, 0.1],
+                          "fdr_mean_sd": [0.0, 0.01], "pair_fdr/AU2-AU3": [np.nan, 0.25],
+                          "pair_fdr/AU2-AU3_sd": [0.0, 0.05], "seeds": [1, 3], "never_learnt": [0, 0]},
+                         index=pd.Index(["supervised", "generator"], name="strategy"))
+    shown = compare.format_table(table, label_types.LABEL_TYPES["au_presence"])
+    assert shown.loc["supervised"].tolist() == ["50.00", "20.00", "n/a", 1]
+    assert shown.loc["generator"].tolist() == ["61.00 ± 2.00", "10.00 ± 1.00", "25.00 ± 5.00", 3]
