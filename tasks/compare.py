@@ -118,6 +118,29 @@ def plot_per_output(mean: pd.DataFrame, sd: pd.DataFrame, metric: str, seeds: in
     return fig
 
 
+def plot_strategies(per_seed: pd.DataFrame, metrics: list[str]) -> Figure:
+    """One panel per headline metric: each strategy's mean over seeds with its 95% t interval, strategies
+    side by side, so a reader sees at a glance which differences are larger than the seeds' spread."""
+    strategies = list(dict.fromkeys(per_seed["strategy"]))
+    fig = Figure(figsize=(max(6.0, 3.0 * len(metrics)), 3.8))
+    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics):
+        found = [statistics.seed_interval(per_seed.loc[per_seed["strategy"] == s, metric]) for s in strategies]
+        mean, low, high = (np.array(column) for column in zip(*found))
+        spread = np.nan_to_num(np.vstack([mean - low, high - mean]))  # one seed: a marker alone
+        ax.errorbar(np.arange(len(strategies)), mean, yerr=spread, fmt="o", capsize=4, markersize=6)
+        ax.set_xticks(np.arange(len(strategies)), strategies, rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(strategies) - 0.5)
+        ax.grid(axis="y", color="0.9")
+        bottom, top = np.nanmin(mean - spread[0]), np.nanmax(mean + spread[1])
+        if np.isfinite(bottom) and np.isfinite(top):
+            ax.set_ylim(*fitted_range(float(bottom), float(top)))
+        ax.set_title(_header(metric).removesuffix(" %"))  # fractions, as the metrics are logged
+    seeds = per_seed.groupby("strategy")["seed"].nunique().max()
+    fig.suptitle(f"test metrics per strategy: mean and 95% interval over {seeds} seed{'s' if seeds > 1 else ''}")
+    fig.tight_layout()
+    return fig
+
+
 def plot_confusion(cooccur: np.ndarray | None, errors: dict[str, np.ndarray], names: list[str],
                    title: str) -> Figure:
     """Training-set co-occurrence (AUs) beside each strategy's error matrix at test, on one colour scale."""
@@ -144,11 +167,14 @@ def mean_error_matrices(evaluations: list[Evaluation]) -> dict[str, np.ndarray]:
 
 
 def figures(evaluations: list[Evaluation], train_labels: np.ndarray, names: list[str]) -> dict[str, Figure]:
-    """The per-output chart and, where the label type has one, the error-matrix view."""
+    """The per-output chart, the headline metrics per strategy and, where the label type has one, the
+    error-matrix view."""
     kind = kind_of(evaluations)
     shown = {f"per_output_{kind.per_output_metric}": plot_per_output(
         *per_output(evaluations), kind.per_output_metric, len({e.seed for e in evaluations}),
         "AU" if kind.per_au else "output")}
+    per_seed = per_seed_table(evaluations)
+    shown["strategies"] = plot_strategies(per_seed, _shown_metrics(per_seed.columns, kind))
     errors = mean_error_matrices(evaluations)
     if errors:
         per_au = kind.per_au

@@ -19,10 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 BIN = Path(sys.executable).parent
 COMPARE = "ausynth-compare/compare"
@@ -54,6 +57,10 @@ class Stack:
         self.mlflow_url = f"http://127.0.0.1:{self.mlflow_port}"
         self.workspace = root / "serve" / "workspace"  # the serve process' cwd is root/serve
         self.procs: dict[str, subprocess.Popen] = {}
+        # a loaded 2-core machine makes the servers answer 503 now and then: retry those, any method
+        self.http = requests.Session()
+        self.http.mount("http://", HTTPAdapter(max_retries=Retry(total=6, backoff_factor=1, allowed_methods=None,
+                                                                 status_forcelist=(502, 503, 504))))
         self.flow_run_ids: list[str] = []
         self._finished: list[dict] | None = None
 
@@ -133,9 +140,9 @@ class Stack:
 
     # Prefect API ----------------------------------------------------------------------------
     def api(self, method: str, path: str, body: dict | None = None):
-        response = requests.request(method, f"{self.prefect_api}{path}", json=body, timeout=10)
+        response = self.http.request(method, f"{self.prefect_api}{path}", json=body, timeout=30)
         response.raise_for_status()
-        return response.json()
+        return response.json() if response.content else None
 
     def deployments(self) -> dict[str, dict]:
         return {d["name"]: d for d in self.api("POST", "/deployments/filter", {})}
@@ -147,30 +154,49 @@ class Stack:
 
         cli = subprocess.Popen([str(BIN / "prefect"), "deployment", "run", COMPARE, "--params", json.dumps(TINY_PARAMS)],
                                env=self.env(), cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        with temporary_settings({PREFECT_API_URL: self.prefect_api}):
-            flow_run = run_deployment(COMPARE, parameters=TINY_PARAMS, timeout=0, as_subflow=False)
+        def trigger():  # in a thread: under Playwright's running event loop it would return a coroutine
+            with temporary_settings({PREFECT_API_URL: self.prefect_api}):
+                return run_deployment(COMPARE, parameters=TINY_PARAMS, timeout=0, as_subflow=False)
+
+        with ThreadPoolExecutor(1) as pool:
+            flow_run = pool.submit(trigger).result()
         out, _ = cli.communicate(timeout=120)
         found = re.search(r"UUID: ([0-9a-f-]{36})", out)
         assert cli.returncode == 0 and found, f"prefect deployment run failed:\n{out}"
         self.flow_run_ids = [found.group(1), str(flow_run.id)]
 
+    def flow_runs_of(self, deployment_id: str, **parameters) -> list[dict]:
+        """The deployment's flow runs whose parameters include these values, waiting for the first to appear."""
+        found: list[dict] = []
+
+        def submitted() -> bool:
+            runs = self.api("POST", "/flow_runs/filter", {"deployments": {"id": {"any_": [deployment_id]}}})
+            found[:] = [r for r in runs if all(r["parameters"].get(k) == v for k, v in parameters.items())]
+            return bool(found)
+
+        self.wait_until(f"a flow run of deployment {deployment_id} with {parameters}", submitted, 60)
+        return found
+
+    def wait_for_flow_run(self, run_id: str, timeout: float = 300) -> dict:
+        """The flow run, once it is in a final state."""
+        found: dict = {}
+
+        def done() -> bool:
+            found.update(self.api("GET", f"/flow_runs/{run_id}"))
+            return found["state_type"] in TERMINAL
+
+        self.wait_until(f"flow run {run_id}", done, timeout, ("serve",))
+        return found
+
     def finished_comparisons(self, timeout: float = 300) -> list[dict]:
         """The two triggered flow runs, once both are in a final state."""
         if self._finished is None:
-            runs: dict[str, dict] = {}
-
-            def done() -> bool:
-                for run_id in self.flow_run_ids:
-                    runs[run_id] = self.api("GET", f"/flow_runs/{run_id}")
-                return all(r["state_type"] in TERMINAL for r in runs.values())
-
-            self.wait_until("the triggered comparisons", done, timeout, ("serve",))
-            self._finished = [runs[i] for i in self.flow_run_ids]
+            self._finished = [self.wait_for_flow_run(run_id, timeout) for run_id in self.flow_run_ids]
         return self._finished
 
     # MLflow REST API ------------------------------------------------------------------------
     def mlflow(self, method: str, endpoint: str, **kwargs):
-        response = requests.request(method, f"{self.mlflow_url}/api/2.0/mlflow/{endpoint}", timeout=10, **kwargs)
+        response = self.http.request(method, f"{self.mlflow_url}/api/2.0/mlflow/{endpoint}", timeout=30, **kwargs)
         response.raise_for_status()
         return response.json()
 

@@ -7,9 +7,10 @@ import io
 
 import numpy as np
 import pandas as pd
+import pytest
 from matplotlib.container import ErrorbarContainer
 
-from ausynth.tasks import compare
+from ausynth.tasks import compare, statistics
 from ausynth.tasks.classifiers import Evaluation
 
 AUS = [f"AU{k}" for k in range(1, 10)]
@@ -55,3 +56,20 @@ def test_one_seed_has_no_spread_and_scores_near_zero_keep_zero_as_floor():
     assert compare.fitted_range(-0.4, 0.6)[0] < -0.4
     mean, sd = compare.per_output(evaluations(seeds=(0,)))
     assert (sd == 0).all().all() and list(mean.columns) == list(STRATEGIES)
+
+
+def test_the_strategy_chart_shows_each_headline_metric_with_its_seed_interval():
+    found = evaluations()
+    for e in found:
+        e.metrics["fdr_mean"] = 1 - e.metrics["f1_mean"]
+    figure = compare.figures(found, np.zeros((4, len(AUS))), AUS)["strategies"]
+    f1_panel, fdr_panel = figure.axes
+    assert [t.get_text() for t in f1_panel.get_xticklabels()] == list(STRATEGIES)
+    (bars,) = [c for c in f1_panel.containers if isinstance(c, ErrorbarContainer)]
+    per_seed = compare.per_seed_table(found)
+    for k, strategy in enumerate(STRATEGIES):
+        mean, low, high = statistics.seed_interval(per_seed.loc[per_seed["strategy"] == strategy, "f1_mean"])
+        assert bars.lines[0].get_ydata()[k] == pytest.approx(mean)
+        segment = bars.lines[2][0].get_segments()[k]
+        assert segment[0][1] == pytest.approx(low) and segment[1][1] == pytest.approx(high)
+    assert (f1_panel.get_title(), fdr_panel.get_title()) == ("F1", "FDR")
