@@ -34,9 +34,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: n
 HERE = Path(__file__).resolve().parent
 RUNNERS = {  # name -> execution overrides
     "sequential": ["execution.task_runner=sequential", "execution.workers=2", "execution.threads_per_task=1"],
+    "sequential-all-cores": ["execution.task_runner=sequential", "execution.workers=1"],  # threads = all cores
     "threads": ["execution.task_runner=threads", "execution.workers=2", "execution.threads_per_task=1"],
     "dask": ["execution.task_runner=dask", "execution.workers=2", "execution.threads_per_task=1"],
-    "sequential-all-cores": ["execution.task_runner=sequential", "execution.workers=1"],  # threads = all cores
 }
 COMPARISON = ["seeds=[0,1]", "classifier.max_epochs=8", "classifier.patience=3", "generator.steps=60",
               "generator.log_every=20", "generator.sample_every=60", "generator.checkpoint_every=60"]
