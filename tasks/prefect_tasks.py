@@ -53,6 +53,12 @@ RETRY = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": retry_tra
 GPU_TASKS = frozenset({"train-classifier", "train-oracle", "train-generator"})
 
 
+def stage_task(name: str, run_name: str | None = None, **options):
+    """A stage as a Prefect task, its runs named by what they do (``train-supervised-seed0``), not with
+    Prefect's random suffix."""
+    return task(name=name, task_run_name=run_name or name, cache_policy=NO_CACHE, **options)
+
+
 @contextmanager
 def stage(cfg: ExperimentConfig, name: str) -> Iterator[None]:
     """Run a stage under the run's execution settings; log one line when it ends, with its wall time."""
@@ -63,13 +69,13 @@ def stage(cfg: ExperimentConfig, name: str) -> Iterator[None]:
         log.info("stage %s done in %.1f s", name, time.perf_counter() - start)
 
 
-@task(name="build-dataset", cache_policy=NO_CACHE)
+@stage_task("build-dataset")
 def dataset_task(cfg: ExperimentConfig) -> StoredItem:
     with stage(cfg, "build-dataset"):
         return datasets.prepare_dataset(cfg)
 
 
-@task(name="dataset-report", cache_policy=NO_CACHE, **RETRY)
+@stage_task("dataset-report", **RETRY)
 def dataset_report_task(cfg: ExperimentConfig, dataset: StoredItem, run_id: str, output_dir: Path) -> None:
     """Counts, label prevalence, co-occurrence, example images (and face detection results) on the run."""
     with stage(cfg, "dataset-report"):
@@ -82,7 +88,7 @@ def dataset_report_task(cfg: ExperimentConfig, dataset: StoredItem, run_id: str,
         tracker.log_folder(run_id, folder, "dataset")
 
 
-@task(name="train-classifier", task_run_name="train-{strategy_name}-seed{seed}", cache_policy=NO_CACHE)
+@stage_task("train-classifier", "train-{strategy_name}-seed{seed}")
 def classifier_task(cfg: ExperimentConfig, strategy_name: str, seed: int, dataset: StoredItem,
                     pool_scores: StoredItem | None = None, generated: StoredItem | None = None) -> StoredItem:
     """One (strategy, seed) classifier; ``pool_scores`` and ``generated`` only for strategies that need them,
@@ -91,19 +97,19 @@ def classifier_task(cfg: ExperimentConfig, strategy_name: str, seed: int, datase
         return classifiers.fit_classifier(cfg, strategy(strategy_name), seed, Inputs(dataset, pool_scores, generated))
 
 
-@task(name="score-pool", cache_policy=NO_CACHE)
+@stage_task("score-pool")
 def pool_scores_task(cfg: ExperimentConfig, dataset: StoredItem, teacher: StoredItem) -> StoredItem:
     with stage(cfg, "score the unlabelled pool with the teacher"):
         return classifiers.score_pool(cfg, dataset, teacher)
 
 
-@task(name="train-oracle", cache_policy=NO_CACHE)
+@stage_task("train-oracle")
 def oracle_task(cfg: ExperimentConfig, dataset: StoredItem) -> StoredItem:
     with stage(cfg, "train oracle"):
         return generator_stage.fit_oracle(cfg, dataset)
 
 
-@task(name="train-generator", cache_policy=NO_CACHE, **RETRY)  # a retry resumes from the last checkpoint
+@stage_task("train-generator", **RETRY)  # a retry resumes from the last checkpoint
 def generator_task(cfg: ExperimentConfig, dataset: StoredItem, pool_scores: StoredItem, run_id: str) -> StoredItem:
     with stage(cfg, f"train generator ({cfg.generator.kind})"):
         tracker = Tracker(cfg)
@@ -118,7 +124,7 @@ def generator_task(cfg: ExperimentConfig, dataset: StoredItem, pool_scores: Stor
         return generator
 
 
-@task(name="generate-isolated", cache_policy=NO_CACHE, **RETRY)
+@stage_task("generate-isolated", **RETRY)
 def generated_task(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredItem, pool_scores: StoredItem,
                    oracle: StoredItem, run_id: str) -> StoredItem:
     """Single-label images, with the oracle's verdict logged on the run."""
@@ -135,7 +141,7 @@ def generated_task(cfg: ExperimentConfig, dataset: StoredItem, generator: Stored
         return generated
 
 
-@task(name="evaluate", task_run_name="evaluate-{strategy_name}-seed{seed}", cache_policy=NO_CACHE, **RETRY)
+@stage_task("evaluate", "evaluate-{strategy_name}-seed{seed}", **RETRY)
 def evaluation_task(cfg: ExperimentConfig, dataset: StoredItem, model: StoredItem, parent_run_id: str,
                     strategy_name: str, seed: int) -> Evaluation:
     """Test one classifier and log it, once, as a child run of the comparison."""
@@ -168,7 +174,7 @@ def _log_evaluation(tracker: Tracker, run_id: str, result: Evaluation, model: St
         "train/images_per_s": info["images_per_second"], "train/never_learnt": float(info["never_learnt"])})
 
 
-@task(name="compare", cache_policy=NO_CACHE, **RETRY)
+@stage_task("compare", **RETRY)
 def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[Evaluation],
                  parent_run_id: str, output_dir: Path) -> dict[str, pd.DataFrame]:
     """The comparison, the paired differences and the per-seed tables, and the figures, in the run folder
