@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 from prefect import flow
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from ausynth.configs.loader import load_for_run, parameter_overrides
 from ausynth.configs.schema import ExperimentConfig
-from ausynth.flows.form import AS_CONFIGURED, ConfigName, Device, Difficulty, StrategyName, config_label
+from ausynth.flows.form import AS_CONFIGURED, ConfigName, Device, Difficulty, StrategyName
 from ausynth.tasks import prefect_tasks as t
 from ausynth.tasks.execution import Submitter, effective, execution_for, run_in
 from ausynth.tasks.outputs import new_output_dir
@@ -39,15 +40,19 @@ class ComparisonResult:
     parent_run_id: str
 
 
-def _run_name() -> str:
+def run_name(cfg: ExperimentConfig) -> str:
     """What runs, as the Prefect UI lists it: 'toy-quick: supervised, generator x seeds 0, 1'."""
-    params = flow_run.parameters
-    strategies = ", ".join(params.get("strategies") or []) or "configured strategies"
-    seeds = ", ".join(map(str, params.get("seeds") or [])) or "configured"
-    return f"{config_label(str(params.get('config', '')))}: {strategies} x seeds {seeds}"
+    return f"{cfg.name}: {', '.join(cfg.strategies)} x seeds {', '.join(map(str, cfg.seeds))}"
 
 
-@flow(name="ausynth-compare", flow_run_name=_run_name, log_prints=True)
+def _name_flow_run(cfg: ExperimentConfig) -> None:
+    """Name the running flow run once its config is read, whichever form fields were left to the config."""
+    if flow_run.id:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, name=run_name(cfg))
+
+
+@flow(name="ausynth-compare", log_prints=True)
 def compare_strategies(
     config: ConfigName = "toy-quick",
     strategies: list[StrategyName] = [],  # noqa: B006 - the form needs JSON defaults
@@ -76,6 +81,7 @@ def compare_strategies(
                                dataset__labelled=labelled, augment__size=augment_size,
                                classifier__max_epochs=max_epochs, device=device)
     cfg = effective(load_for_run(config, [*form, *overrides]))
+    _name_flow_run(cfg)
     tracker = Tracker(cfg)
     check_tracking(tracker.uri)  # a down MLflow server fails here, not after the training
     execution = execution_for(cfg)  # so does a Dask scheduler address nobody answers
@@ -88,8 +94,7 @@ def compare_strategies(
 
 
 def _dag_run_name() -> str:
-    cfg = flow_run.parameters["cfg"]
-    return f"{cfg.name}: {', '.join(cfg.strategies)} x seeds {', '.join(map(str, cfg.seeds))}"
+    return run_name(flow_run.parameters["cfg"])
 
 
 @flow(name="ausynth-comparison-dag", flow_run_name=_dag_run_name, validate_parameters=False)

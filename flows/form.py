@@ -24,7 +24,3 @@ AS_CONFIGURED = "as configured"
 Difficulty = Literal[AS_CONFIGURED, "clean", "medium", "hard"]
 Device = Literal[AS_CONFIGURED, "auto", "cpu", "cuda"]
 
-
-def config_label(config: str) -> str:
-    """A config as a run name shows it: a built-in's name, a file's stem."""
-    return config if config in BUILTIN else config.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".yaml")

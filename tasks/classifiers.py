@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def fit_classifier(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs:
     def build(folder: Path) -> None:
         train, val = datasets.train_val(datasets.load_set(inputs.dataset, "labelled"))
         device = resolve_device(cfg.device)
+        start_ms = time.time_ns() // 1_000_000
         trained, n_added = strategy.fit(cfg, inputs, train, val, seed, device)
+        training_ms = [start_ms, time.time_ns() // 1_000_000]  # the child run spans these
         torch.save(trained.model.state_dict(), folder / WEIGHTS)
         info = {"strategy": strategy.name, "seed": seed, "best_epoch": trained.best_epoch,
                 "epochs": len(trained.history), "n_train": len(train) + n_added, "n_added": n_added,
@@ -82,7 +85,8 @@ def fit_classifier(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs:
                 "label_type": trained.model.label_type, "device": str(device),
                 "never_learnt": trained.never_learnt,
                 "never_learnt_reason": trained.never_learnt_reason, "stopped_early": trained.stopped_early,
-                "monitor": trained.monitor, "input": input_record(train, cfg.classifier.threshold)}
+                "monitor": trained.monitor, "input": input_record(train, cfg.classifier.threshold),
+                "training_ms": training_ms}
         (folder / INFO).write_text(json.dumps(info, indent=2))
         (folder / HISTORY).write_text(json.dumps(trained.history))
 

@@ -148,14 +148,16 @@ def evaluation_task(cfg: ExperimentConfig, dataset: StoredItem, model: StoredIte
     with stage(cfg, f"evaluate {strategy_name} seed {seed}"):
         result = classifiers.evaluate(cfg, dataset, model)
         tracker = Tracker(cfg)
-        run_id, complete = tracker.child_run(parent_run_id, strategy_name, seed)
+        # the child run spans the classifier's training (times in its info; older entries lack them: now)
+        start_ms, end_ms = result.info.get("training_ms", (None, None))
+        run_id, complete = tracker.child_run(parent_run_id, strategy_name, seed, start_ms)
         if not complete:
             _log_evaluation(tracker, run_id, result, model)
         name = f"au-classifier-{strategy_name}-seed{seed}"
         with process_lock("torch.export"):  # MLflow exports the model: one thread of a process at a time
             model_uri = tracker.log_classifier(run_id, result.model, datasets.example_input(dataset), name,
                                                {key: result.info[key] for key in classifiers.PREDICT_KEYS})
-        tracker.complete(run_id)
+        tracker.complete(run_id, end_ms)
         result.info.update(run_id=run_id, model_uri=model_uri)
         return result
 

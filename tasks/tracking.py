@@ -212,7 +212,7 @@ class Tracker:
     def finish(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 
-    def child_run(self, parent_id: str, strategy: str, seed: int) -> tuple[str, bool]:
+    def child_run(self, parent_id: str, strategy: str, seed: int, start_ms: int | None = None) -> tuple[str, bool]:
         """The (strategy, seed) run under ``parent_id`` and whether it is already complete.
 
         A complete run from an earlier try is returned as it is; an incomplete one (a try that died
@@ -228,11 +228,11 @@ class Tracker:
             self.client.delete_run(run.info.run_id)
         tags = {"mlflow.parentRunId": parent_id, "mlflow.runName": f"{strategy}-seed{seed}", "run_key": key,
                 "strategy": strategy, "seed": str(seed), "ausynth.kind": "strategy", **dataset_tags(self.cfg)}
-        return self.client.create_run(parent.info.experiment_id, tags=tags).info.run_id, False
+        return self.client.create_run(parent.info.experiment_id, start_time=start_ms, tags=tags).info.run_id, False
 
-    def complete(self, run_id: str) -> None:
+    def complete(self, run_id: str, end_ms: int | None = None) -> None:
         self.client.set_tag(run_id, COMPLETE, "true")
-        self.finish(run_id, "FINISHED")
+        self.client.set_terminated(run_id, "FINISHED", end_time=end_ms)
 
     # ------------------------------------------------------------------ values
 

@@ -1,7 +1,9 @@
 """End to end: the comparison flow on a tiny toy config, MLflow contents, store reuse, store damage."""
 
+import json
 import logging
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -56,6 +58,16 @@ def test_the_table_has_every_strategy_with_its_spread(first):
     pd.testing.assert_series_equal(saved["f1_mean"], result.table["f1_mean"], check_names=False)
 
 
+def test_the_flow_runs_are_named_for_what_ran(first):
+    """The CLI passes only the config and overrides: the name comes from the config as read."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        names = {(run.name, run.parent_task_run_id is None) for run in prefect.read_flow_runs()}
+    ran = f"toy-quick: {', '.join(STRATEGIES)} x seeds 0, 1"
+    assert {(ran, True), (ran, False)} <= names  # the flow a user started, and its DAG subflow
+
+
 def test_the_parent_run_holds_config_versions_comparison_and_generator(first, client):
     result = first[0]
     parent = client.get_run(result.parent_run_id)
@@ -98,6 +110,8 @@ def test_one_child_run_per_strategy_and_seed_with_its_metrics_and_model(first, c
         epochs = int(metrics["train/epochs"])
         for name in ("train/loss", "val/loss", "val/f1"):
             assert [m.step for m in client.get_metric_history(run_id, name)] == list(range(1, epochs + 1)), name
+        trained = json.loads((Path(tags["model_dir"]) / "info.json").read_text())["training_ms"]
+        assert [child.info.start_time, child.info.end_time] == trained  # the run spans the training
         models = client.search_logged_models([child.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
         assert len(models) == 1 and tags["model_uri"] == f"models:/{models[0].model_id}"
     per_seed = pd.read_csv(f"{result.output_dir}/per_seed.csv")

@@ -7,7 +7,6 @@ from prefect.utilities.callables import parameter_schema
 
 from ausynth.configs.loader import builtin_config_names, load_for_run, parameter_overrides
 from ausynth.flows.compare import compare_strategies
-from ausynth.flows.form import config_label
 from ausynth.flows.prepare_dataset import prepare_dataset_flow
 from ausynth.flows.train_generator import train_generator_flow
 
@@ -49,6 +48,9 @@ def test_fields_at_their_defaults_keep_the_configs_values_and_filled_ones_overri
         ["supervised"], [3, 4], "hard", 120, "cpu")
 
 
-def test_a_run_name_shows_a_config_by_its_name():
-    assert config_label("toy-quick") == "toy-quick"
-    assert config_label("/data/configs/my-faces.yaml") == "my-faces"
+
+def test_a_run_is_named_for_what_it_runs():
+    from ausynth.flows.compare import run_name
+
+    cfg = load_for_run("toy-quick", ["strategies=[supervised, generator]", "seeds=[0, 1]"])
+    assert run_name(cfg) == "toy-quick: supervised, generator x seeds 0, 1"
