@@ -180,12 +180,10 @@ class ExperimentConfig(Section):
         declared = "au_presence" if isinstance(self.dataset, ToyDatasetConfig) else self.dataset.label_type
         if declared == "auto":
             return self
-        kind = GENERATOR_KINDS[self.generator.kind]
-        if any(STRATEGIES[name].needs_generated for name in self.strategies) and declared not in kind.label_types:
-            raise ValueError(f"generator.kind {kind.name!r} cannot condition on dataset.label_type {declared!r}: it "
-                             f"takes {' or '.join(kind.label_types)}")
         try:
+            if any(STRATEGIES[name].needs_generated for name in self.strategies):
+                GENERATOR_KINDS[self.generator.kind].check_label_type(declared)
             label_types.label_type(declared).loss(self.classifier.loss)
         except ConfigError as err:
-            raise ValueError(str(err)) from None
+            raise ValueError(f"dataset.label_type is {declared!r}: {err}") from None
         return self

@@ -78,11 +78,7 @@ class Architecture:
         """The networks ``cfg`` asks for, sized for ``data``'s images and labels."""
         kind = generator_kind(cfg.kind)
         label_type = label_types.of(data).name
-        if label_type not in kind.label_types:
-            takers = [name for name, other in GENERATOR_KINDS.items() if label_type in other.label_types]
-            raise ConfigError(f"generator.kind {cfg.kind!r} cannot condition on {label_type!r} labels: it takes "
-                              f"{' or '.join(kind.label_types)}"
-                              + (f" (use kind {' or '.join(map(repr, takers))} for them)" if takers else ""))
+        kind.check_label_type(label_type)
         return cls(cfg.kind, label_type, cfg.base_channels, cfg.n_res_blocks, data.image_shape,
                    tuple(data.label_columns), tuple(sorted(kind.options(cfg).items())))
 
@@ -117,6 +113,14 @@ class GeneratorKind:
     name: ClassVar[str]
     label_types: ClassVar[tuple[str, ...]]
     needs_source: ClassVar[bool] = True  # isolated images are edits of neutral sources
+
+    def check_label_type(self, label_type: str) -> None:
+        """Refuse labels this kind cannot condition on, naming the kinds that can."""
+        if label_type not in self.label_types:
+            takers = [name for name, other in GENERATOR_KINDS.items() if label_type in other.label_types]
+            raise ConfigError(f"generator.kind {self.name!r} cannot condition on {label_type!r} labels: it takes "
+                              f"{' or '.join(self.label_types)}"
+                              + (f" (use kind {' or '.join(map(repr, takers))} for them)" if takers else ""))
 
     def options(self, cfg: GeneratorConfig) -> dict[str, Any]:
         """The kind's own settings that shape its networks (recorded in the ``Architecture``)."""
