@@ -209,7 +209,7 @@ class Probe:
         grid = make_grid(rows, nrow=k + 1, normalize=True, value_range=(-1, 1), padding=2, pad_value=1.0)
         first = "real" if self.nets.objective.noise_dim else "input"
         path.parent.mkdir(parents=True, exist_ok=True)
-        _headed(grid, [first, *self.names], self.x.shape[3] + 2).save(path)
+        _headed(grid, [first, *self.names], self.x.shape[3] + 2).save(path, quality=85)  # JPEG: noisy grids stay small
         return path
 
     def diversity(self) -> dict[str, float]:
@@ -359,7 +359,7 @@ def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.dev
         last = step == cfg.steps
         image, scores = None, {}
         if step % cfg.sample_every == 0 or last:
-            image = probe.samples(cfg.intensity, out_dir / "samples" / f"step_{step:06d}.png")
+            image = probe.samples(cfg.intensity, out_dir / "samples" / f"step_{step:06d}.jpg")
             scores = probe.diversity()
         if step % cfg.log_every == 0 or image is not None:
             record = {**window.flush(), "lr": learning_rate(cfg, step), **scores}

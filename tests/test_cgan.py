@@ -196,7 +196,7 @@ def test_training_logs_diversity_per_label_and_headed_samples(tmp_path: Path) ->
     assert set(scores) == {f"diversity/{c}" for c in COLUMNS} and all(v >= 0 for v in scores.values())
     assert "d_gp" not in logs[1][1] and "g_cycle" not in logs[1][1]  # no penalty with bce, no cycle from noise
     from PIL import Image
-    grid = Image.open(tmp_path / "samples" / "step_000004.png")
+    grid = Image.open(tmp_path / "samples" / "step_000004.jpg")
     assert grid.width == (1 + len(COLUMNS)) * (32 + 2) + 2  # the real image, then one column per label
 
 

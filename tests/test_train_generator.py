@@ -59,7 +59,7 @@ def test_training_learns_logs_and_samples(tmp_path: Path, kind: str) -> None:
     assert [step for step, _, _ in logs] == [10, 15, 20, 30]
     assert {"d_loss", "d_gp", "g_loss", "g_cycle", "fake_std", "steps_per_s", "lr"} <= set(logs[0][1])
     images = [image for _, _, image in logs if image is not None]
-    assert [p.name for p in images] == ["step_000015.png", "step_000030.png"] and all(p.is_file() for p in images)
+    assert [p.name for p in images] == ["step_000015.jpg", "step_000030.jpg"] and all(p.is_file() for p in images)
     assert logs[-1][1]["g_cycle"] < logs[0][1]["g_cycle"]  # it learns to reconstruct its input
     after = trained.model.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
