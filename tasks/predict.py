@@ -36,7 +36,7 @@ from ausynth.tasks.detect import detect_and_crop
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.errors import DataError, UserError
 from ausynth.tasks.store import StoredItem
-from ausynth.tasks.tracking import CHAMPION, check_tracking
+from ausynth.tasks.tracking import CHAMPION, check_tracking, fluent_api_at
 from ausynth.tasks.train_classifier import scale, to_tensor
 
 REPORT = ["status", "faces", "alignment", "reason"]
@@ -129,13 +129,13 @@ def from_registry(text: str, uri: str) -> Classifier:
     except MlflowException:
         raise ModelError(_not_registered(client, name, alias, version, uri)) from None
     where = f"registered model {name} version {found.version}"
-    mlflow.set_tracking_uri(uri)
     model_uri = f"models:/{name}/{found.version}"
-    record = _record(mlflow.models.get_model_info(model_uri).metadata, where,
-                     f"Run its comparison again and give the version it registers ({name}/<version>): "
-                     "the alias moves only to a model that scores better.")
     device = resolve_device("auto")
-    net = mlflow.pytorch.load_model(model_uri, map_location=device)  # exported in evaluation mode
+    with fluent_api_at(uri):
+        record = _record(mlflow.models.get_model_info(model_uri).metadata, where,
+                         f"Run its comparison again and give the version it registers ({name}/<version>): "
+                         "the alias moves only to a model that scores better.")
+        net = mlflow.pytorch.load_model(model_uri, map_location=device)  # exported in evaluation mode
     return Classifier(net, **record, name=where, device=device)
 
 

@@ -67,6 +67,21 @@ class TrackingUnavailable(SetupError):
     """The MLflow tracking store cannot be used; raised before a flow does any work."""
 
 
+@contextmanager
+def fluent_api_at(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``mlflow.pytorch``, ``mlflow.models``) pointed at ``uri`` inside the block only.
+
+    ``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in the environment, so left in place it
+    would send every later comparison of this process (another workspace's) to this store.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, saying what to do, when the tracking store is unusable.
 
@@ -300,8 +315,7 @@ class Tracker:
         model = model.cpu().eval()
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
-        mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=run_id):  # mlflow.pytorch needs an active run; this thread only
+        with fluent_api_at(self.uri), mlflow.start_run(run_id=run_id):  # mlflow.pytorch needs an active run
             info = mlflow.pytorch.log_model(model, name=name, signature=infer_signature(example, output),
                                             input_example=example, metadata=metadata,
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
@@ -321,7 +335,8 @@ class Tracker:
         if existing:
             version = str(existing[0].version)
         else:
-            version = str(mlflow.register_model(model_uri, name).version)
+            with fluent_api_at(self.uri):
+                version = str(mlflow.register_model(model_uri, name).version)
             self.client.update_model_version(name, version, description=(
                 f"{tags.get('strategy', '')} classifier of {self.cfg.name}: {CHAMPION_METRIC} {score:.4f} on test "
                 f"set {test_set}"))

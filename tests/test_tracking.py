@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -45,3 +46,19 @@ def test_child_run_metric_names_follow_one_scheme():
     keys = ["f1_mean", "f1_AU3", "n_not_predicted", "fp/AU2-to-AU3", "pair_fdr/AU2-AU3"]
     assert [tracking.test_metric_name(key, ("f1_mean", "fdr_mean")) for key in keys] == [
         "test/f1_mean", "test/f1/AU3", "test/n/not_predicted", "test/fp/AU2-to-AU3", "test/pair_fdr/AU2-AU3"]
+
+
+def test_logging_a_model_leaves_no_tracking_uri_behind_for_the_next_comparison(tiny_config, tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into the environment: a later comparison of the
+    same process, in another workspace, would then log to this one's store."""
+    import numpy as np
+    import torch
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker(tiny_config)
+    with tracked_run(tracker, tmp_path) as parent:
+        child, _ = tracker.child_run(parent, "supervised", 0)
+        uri = tracker.log_classifier(child, torch.nn.Linear(4, 2), np.zeros((1, 4), np.float32), "model", {})
+    assert uri.startswith("models:/") and "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking.tracking_uri(tiny_config.model_copy(update={"workspace": tmp_path / "other"})).endswith(
+        f"{tmp_path / 'other'}/mlflow.db")
