@@ -26,7 +26,7 @@ from torch import nn
 from ausynth.configs.schema import ClassifierConfig
 from ausynth.models.au_classifier import AUClassifier
 from ausynth.tasks import label_types
-from ausynth.tasks.device import seed_everything
+from ausynth.tasks.device import seeded
 from ausynth.tasks.imageset import ImageSet
 
 log = logging.getLogger("ausynth")
@@ -155,9 +155,9 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
     """
     kind = label_types.of(train, label_type)
     check_columns(train, val)
-    seed_everything(seed)
-    model = AUClassifier(len(train.label_columns), train.image_shape[-1], cfg.backbone, cfg.width,
-                         label_type=kind.name).to(device)
+    with seeded(seed):  # the initial weights, safe from tasks on other threads drawing at the same time
+        model = AUClassifier(len(train.label_columns), train.image_shape[-1], cfg.backbone, cfg.width,
+                             label_type=kind.name).to(device)
     optimizer = _optimizer(cfg, model.parameters())
     loss_fn = kind.loss(cfg.loss)
     images, targets = to_tensor(train.images, device), torch.from_numpy(train.labels).to(device)

@@ -145,3 +145,34 @@ def test_toy_paper_keeps_the_thesis_profile_exactly():
     for name in ("toy-paper", "toy-paper-3k-medium", "toy-paper-3k-hard", "toy-paper-30k-medium", "toy-paper-30k-hard"):
         cfg = load_config(name).classifier
         assert {k: getattr(cfg, k) for k in THESIS} == THESIS, name
+
+
+def test_a_classifier_trained_beside_other_seeding_threads_gets_the_same_weights(data):
+    """Tasks on the threads runner share torch's global RNG: a neighbour that seeds and draws (as another
+    task's network initialisation does, inside ``device.seeded``) must not change this one's weights."""
+    import sys
+    import threading
+
+    from ausynth.tasks.device import seeded
+
+    cfg = quick(max_epochs=1)
+    alone = tc.train_classifier(*data, cfg, 0, CPU).model.state_dict()
+    stop = threading.Event()
+
+    def neighbour() -> None:
+        while not stop.is_set():
+            with seeded(1):
+                torch.rand(64)
+
+    thread = threading.Thread(target=neighbour)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns every few bytecodes: a race shows up at once
+    thread.start()
+    try:
+        beside = [tc.train_classifier(*data, cfg, 0, CPU).model.state_dict() for _ in range(5)]
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+    for state in beside:
+        assert all(torch.equal(state[k], alone[k]) for k in alone)
