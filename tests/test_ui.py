@@ -105,8 +105,9 @@ def test_a_run_submitted_from_the_form_shows_its_table_and_links_to_mlflow(stack
     for child in ("supervised-seed1", "upsample-seed1"):
         mlflow_page.get_by_role("link", name=child, exact=True).first.wait_for()
     mlflow_page.get_by_role("tab", name="Artifacts").click()
-    mlflow_page.get_by_text("per_output_f1.png", exact=True).first.click()  # the per-AU chart
-    mlflow_page.locator("img[alt='per_output_f1.png']").first.wait_for()
+    for chart in ("strategies.png", "per_output_f1.png"):  # the strategies side by side, and per AU
+        mlflow_page.get_by_text(chart, exact=True).first.click()
+        mlflow_page.locator(f"img[alt='{chart}']").first.wait_for()
     mlflow_page.close()
 
 
