@@ -3,7 +3,6 @@ inside tasks, GPU tasks one at a time, and a Dask address nobody answers."""
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import sys
@@ -22,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from ausynth.configs.execution import ExecutionConfig
 from ausynth.configs.loader import load_config
 from ausynth.flows.compare import compare_strategies
-from ausynth.tasks import prefect_tasks, train_classifier
+from ausynth.tasks import prefect_tasks
 from ausynth.tasks.device import THREAD_VARIABLES
 from ausynth.tasks.errors import DataError, SetupError
 from ausynth.tasks.execution import Execution, Submitter, effective, run_in
@@ -96,10 +95,6 @@ def test_a_comparison_on_dask_gives_exactly_the_sequential_results(sequential, t
     assert store == seq_store  # the same store entries: same keys, nothing trained twice
 
 
-@pytest.mark.xfail("seeded(" not in inspect.getsource(train_classifier.train_classifier), strict=False,
-                   reason="train_classifier initialises its network from the global torch RNG outside "
-                          "device.seeded(): classifiers starting at the same moment on two threads can swap "
-                          "initial weights")
 def test_a_comparison_on_threads_gives_the_sequential_results(sequential, tmp_path):
     """Tasks on threads of one process: the same child runs and store entries, and the same numbers up to
     float rounding (MLflow's model logging runs torch.export, which perturbs torch computations running
