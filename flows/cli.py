@@ -169,9 +169,14 @@ def _validate(cfg, args: argparse.Namespace) -> None:
     except UserError as err:
         err.add_note("(the config's keys and values are valid; this machine cannot run it as it is)")
         raise
-    console.print(f"{escape(str(args.config))}: valid ({cfg.name}: {', '.join(cfg.strategies)}; "
-                  f"{len(cfg.seeds)} seed(s); device {cfg.device}; workspace {cfg.workspace.resolve()})"
-                  + ("" if args.show else "; --show prints the resolved config"), highlight=False, soft_wrap=True)
+    try:
+        check_labelled(cfg)
+        what = f"{', '.join(cfg.strategies)}; {len(cfg.seeds)} seed(s)"
+    except UserError:  # a pool alone: valid, but only `prepare` can use it
+        what = "an unlabelled pool alone: valid for `ausynth prepare` only, not for run or train-generator"
+    console.print(f"{escape(str(args.config))}: valid ({cfg.name}: {what}; device {cfg.device}; workspace "
+                  f"{cfg.workspace.resolve()})" + ("" if args.show else "; --show prints the resolved config"),
+                  highlight=False, soft_wrap=True)
 
 
 def _print_error(err: UserError, debug: bool) -> None:

@@ -64,6 +64,12 @@ def test_a_pool_alone_cannot_be_compared_or_train_a_generator(tmp_path, capsys, 
     assert not (tmp_path / "ws" / "store").exists()
 
 
+def test_validate_says_a_pool_alone_is_for_prepare_only(tmp_path, capsys):
+    assert main(["validate", write_config(tmp_path, pool_config(tmp_path))]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "valid" in out and "unlabelled pool alone: valid for `ausynth prepare` only" in out
+
+
 def test_a_dataset_needs_a_source_or_a_pool():
     with pytest.raises(ValidationError, match="give a labelled 'source', an 'unlabelled' pool, or both"):
         FaceDatasetConfig()
