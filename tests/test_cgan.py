@@ -21,14 +21,14 @@ from ausynth.models.cgan import CGANDiscriminator, CGANGenerator
 from ausynth.tasks.checkpoint import TrainedGenerator
 from ausynth.tasks.diversity import diversity, spread
 from ausynth.tasks.errors import CheckpointError, ConfigError, DataError
-from ausynth.tasks.gan_training import CHECKPOINT, train_gan
+from ausynth.tasks.gan_training import train_gan
 from ausynth.tasks.generate import generate_isolated, generate_verified
 from ausynth.tasks.generator_kinds import Architecture, generator_kind
 from ausynth.tasks.imageset import ImageSet
 
 from conftest import TINY
 from test_generate import COLUMNS, SIZE, CellOracle, grid_images, pool_set
-from test_train_generator import Killed, emotion_set, grid_set, tiny
+from test_train_generator import emotion_set, grid_set, tiny
 
 CPU = torch.device("cpu")
 
@@ -161,28 +161,6 @@ def test_cgan_trains_on_emotions_and_valence_arousal(tmp_path: Path, make) -> No
 def test_a_kind_refusing_valence_arousal_points_at_cgan() -> None:
     with pytest.raises(ConfigError, match="'stargan' cannot condition on 'valence_arousal'.*use kind 'cgan'"):
         Architecture.of(tiny(kind="stargan"), va_set(4))
-
-
-@pytest.mark.parametrize("loss", ["bce", "hinge", "wgan_gp"])
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, loss: str) -> None:
-    data = grid_set(16)
-    cfg = tiny(kind="cgan", adversarial_loss=loss, n_critic=2)
-    whole = train_gan(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "whole")
-
-    def kill_at_5(step: int, metrics: dict, image: Path | None) -> None:
-        if step == 5:
-            raise Killed
-    with pytest.raises(Killed):  # killed after the step-4 checkpoint: step 5 is redone after resuming
-        train_gan(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "killed", on_log=kill_at_5)
-    resumed = train_gan(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "killed")
-
-    a = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
-    b = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
-    for net in ("generator", "discriminator"):  # batch norm's running statistics included
-        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
-    assert [h["d_loss"] for h in a["history"]] == [h["d_loss"] for h in b["history"]]
-    assert [h.get("diversity/AU1") for h in a["history"]] == [h.get("diversity/AU1") for h in b["history"]]
-    assert resumed.step == whole.step == 6
 
 
 def test_training_logs_diversity_per_label_and_headed_samples(tmp_path: Path) -> None:

@@ -67,9 +67,10 @@ def test_training_learns_logs_and_samples(tmp_path: Path, kind: str) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT, "samples"]  # no temporary files left
 
 
-@pytest.mark.parametrize("kind", ["em", "stargan"])
-def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, kind: str) -> None:
-    data, cfg = grid_set(16), tiny(kind=kind, n_critic=2)
+@pytest.mark.parametrize(("kind", "loss"), [("em", "wgan_gp"), ("stargan", "wgan_gp"), ("cgan", "bce"),
+                                          ("cgan", "hinge"), ("cgan", "wgan_gp")])
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, kind: str, loss: str) -> None:
+    data, cfg = grid_set(16), tiny(kind=kind, adversarial_loss=loss, n_critic=2)
     whole = train_gan(data, cfg, seed=3, device=CPU, out_dir=tmp_path / "whole")
 
     def kill_at_5(step: int, metrics: dict, image: Path | None) -> None:
@@ -82,12 +83,13 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path: Path, kind: str) -
 
     a = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)
     b = torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=True)
-    for net in ("generator", "discriminator"):
+    for net in ("generator", "discriminator"):  # batch norm's running statistics included (cgan)
         assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
     for opt in ("opt_g", "opt_d"):
         for index, state in a[opt]["state"].items():
             assert torch.equal(state["exp_avg"], b[opt]["state"][index]["exp_avg"])
     assert [h["d_loss"] for h in a["history"]] == [h["d_loss"] for h in b["history"]]
+    assert [h.get("diversity/AU1") for h in a["history"]] == [h.get("diversity/AU1") for h in b["history"]]
     assert resumed.step == whole.step == 6
 
 
