@@ -248,7 +248,8 @@ def _check_memory(cfg: ExperimentConfig) -> None:
         )
 
 
-KEEP = (None, 0, [], "as configured")  # a form field left at one of these keeps the config's value
+AS_CONFIGURED = "as configured"  # a form choice: keep the config's value
+KEEP = (None, 0, [], AS_CONFIGURED)  # a form field left at one of these keeps the config's value
 
 
 def parameter_overrides(**settings: Any) -> list[str]:

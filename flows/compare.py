@@ -29,7 +29,6 @@ from ausynth.tasks.strategies import BASELINE, STRATEGIES
 from ausynth.tasks.tracking import Tracker, check_tracking, tracked_run
 
 
-
 @dataclass
 class ComparisonResult:
     table: pd.DataFrame  # strategy rows: metric means and standard deviations over seeds

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import WithJsonSchema
 
-from ausynth.configs.loader import builtin_config_names
+from ausynth.configs.loader import AS_CONFIGURED, builtin_config_names
 from ausynth.tasks.strategies import STRATEGIES
 
 BUILTIN = tuple(builtin_config_names())
@@ -20,7 +20,6 @@ BUILTIN = tuple(builtin_config_names())
 ConfigName = (Annotated[Literal[BUILTIN], WithJsonSchema({"type": "string", "enum": list(BUILTIN), "title": "built-in"})]
               | Annotated[str, WithJsonSchema({"type": "string", "title": "YAML file"})])
 StrategyName = Literal[tuple(STRATEGIES)]  # the choice list follows the registry
-AS_CONFIGURED = "as configured"
 Difficulty = Literal[AS_CONFIGURED, "clean", "medium", "hard"]
 Device = Literal[AS_CONFIGURED, "auto", "cpu", "cuda"]
 

@@ -223,6 +223,5 @@ def link_prefect_and_mlflow(tracker: Tracker, parent_run_id: str) -> None:
         ui = flow_run.ui_url or ""  # an ephemeral API has no UI: no URL to point at
         tracker.set_tags(parent_run_id, {"prefect.flow_run_id": flow_run.id,
                                          **({"prefect.flow_run_url": ui} if ui.startswith("http") else {})})
-    summary = tracker.client.get_run(parent_run_id).data.tags.get("mlflow.note.content", "")
-    create_markdown_artifact(f"{summary}\n\n{mlflow_link}", key="comparison",
+    create_markdown_artifact(f"{tracker.description(parent_run_id)}\n\n{mlflow_link}", key="comparison",
                              description="Strategy comparison and a link to its MLflow run")

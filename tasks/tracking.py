@@ -49,6 +49,7 @@ log = logging.getLogger("ausynth")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_METRICS, MAX_PARAMS = 1000, 100  # per log_batch call
+NOTE = "mlflow.note.content"  # the run description the MLflow UI shows
 COMPLETE = "ausynth.complete"
 CHAMPION, CHAMPION_METRIC = "champion", "test_score"  # the registry alias, and the score it is awarded on
 
@@ -224,8 +225,8 @@ class Tracker:
         self.client.log_text(run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
         return run_id
 
-    def finish(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status)
+    def finish(self, run_id: str, status: str, end_ms: int | None = None) -> None:
+        self.client.set_terminated(run_id, status, end_time=end_ms)
 
     def child_run(self, parent_id: str, strategy: str, seed: int, start_ms: int | None = None) -> tuple[str, bool]:
         """The (strategy, seed) run under ``parent_id`` and whether it is already complete.
@@ -247,7 +248,7 @@ class Tracker:
 
     def complete(self, run_id: str, end_ms: int | None = None) -> None:
         self.client.set_tag(run_id, COMPLETE, "true")
-        self.client.set_terminated(run_id, "FINISHED", end_time=end_ms)
+        self.finish(run_id, "FINISHED", end_ms)
 
     # ------------------------------------------------------------------ values
 
@@ -276,7 +277,10 @@ class Tracker:
 
     def describe(self, run_id: str, markdown: str) -> None:
         """The run's description (the MLflow UI shows it on the run's overview)."""
-        self.client.set_tag(run_id, "mlflow.note.content", markdown)
+        self.client.set_tag(run_id, NOTE, markdown)
+
+    def description(self, run_id: str) -> str:
+        return self.client.get_run(run_id).data.tags.get(NOTE, "")
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         for key, value in tags.items():
