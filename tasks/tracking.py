@@ -346,11 +346,28 @@ class Tracker:
                 f"set {test_set}"))
             for key, value in {**tags, CHAMPION_METRIC: f"{score:.6f}", "test_set": test_set}.items():
                 self.client.set_model_version_tag(name, version, key, str(value))
-        if self._beats_champion(name, score, test_set):
-            self.client.set_registered_model_alias(name, CHAMPION, version)
+        self._crown_if_better(name, version, score, test_set)
         for run in (parent_id, run_id):
             self.client.set_tag(run, "registered_model", f"{name}/{version}")
         return version
+
+    def _crown_if_better(self, name: str, version: str, score: float, test_set: str, attempts: int = 5) -> None:
+        """Move ``champion`` to ``version`` if it beats the holder.
+
+        Two runs finishing together against one tracking server can both find no champion and both
+        set the alias; the SQL store then refuses the second insert (a UNIQUE constraint). The loser
+        re-reads the holder and tries again, so the better model ends up with the alias either way.
+        """
+        for attempt in range(attempts):
+            if not self._beats_champion(name, score, test_set):
+                return
+            try:
+                self.client.set_registered_model_alias(name, CHAMPION, version)
+                return
+            except MlflowException:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def _beats_champion(self, name: str, score: float, test_set: str) -> bool:
         try:

@@ -62,3 +62,29 @@ def test_logging_a_model_leaves_no_tracking_uri_behind_for_the_next_comparison(t
     assert uri.startswith("models:/") and "MLFLOW_TRACKING_URI" not in os.environ
     assert tracking.tracking_uri(tiny_config.model_copy(update={"workspace": tmp_path / "other"})).endswith(
         f"{tmp_path / 'other'}/mlflow.db")
+
+
+def test_a_champion_alias_lost_to_a_simultaneous_run_is_retried_against_the_new_holder(tiny_config, tmp_path):
+    """Two runs on one server can both find no champion and both set the alias: the SQL store refuses
+    the second insert. The loser re-reads the holder and keeps the alias only if it scores higher."""
+    import numpy as np
+    import torch
+    from mlflow.exceptions import MlflowException
+
+    tracker = Tracker(tiny_config)
+    real_set = tracker.client.set_registered_model_alias
+    refusals = []
+
+    def refuse_once(name, alias, version):
+        if not refusals:
+            refusals.append(version)
+            raise MlflowException("UNIQUE constraint failed: registered_model_aliases")
+        real_set(name, alias, version)
+
+    tracker.client.set_registered_model_alias = refuse_once
+    with tracked_run(tracker, tmp_path) as parent:
+        child, _ = tracker.child_run(parent, "supervised", 0)
+        uri = tracker.log_classifier(child, torch.nn.Linear(4, 2), np.zeros((1, 4), np.float32), "model", {})
+        version = tracker.register(parent, "race-model", child, uri, 0.5, "test-a", {"strategy": "supervised"})
+    assert refusals == [version]
+    assert str(tracker.client.get_model_version_by_alias("race-model", "champion").version) == version
