@@ -33,6 +33,13 @@ def browser():
         browser.close()
 
 
+def dismiss_tips(page) -> None:
+    """Close the feature tips MLflow's UI opens on a first visit, as a user would: they are modal,
+    so until closed the page's links are hidden from the accessibility tree and take no clicks."""
+    page.add_locator_handler(page.get_by_role("dialog").get_by_role("button", name="Got it"),
+                             lambda button: button.click())
+
+
 @pytest.fixture
 def stack(request, tmp_path_factory) -> Stack:
     return shared_stack(request, tmp_path_factory)
@@ -42,6 +49,7 @@ def stack(request, tmp_path_factory) -> Stack:
 def page(browser, request, stack):
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
+    dismiss_tips(page)
     failed_before = request.session.testsfailed
     yield page
     if request.session.testsfailed > failed_before:
@@ -100,6 +108,7 @@ def test_a_run_submitted_from_the_form_shows_its_table_and_links_to_mlflow(stack
     with page.context.expect_page() as opened:
         link.click()
     mlflow_page = opened.value
+    dismiss_tips(mlflow_page)
     mlflow_page.set_default_timeout(TIMEOUT_MS)
     mlflow_page.get_by_text("Best by F1 %").first.wait_for()  # the run's description: the same table
     for child in ("supervised-seed1", "upsample-seed1"):
@@ -122,7 +131,8 @@ def test_mlflow_ui_shows_the_comparison_with_its_child_runs(stack, page):
     page.goto(f"{stack.mlflow_url}/#/experiments")  # the experiment list
     page.get_by_role("link", name="ausynth-toy", exact=True).first.click()
     page.wait_for_url(re.compile(rf".*#/experiments/{experiment_id}\b.*"))
-    page.goto(f"{stack.mlflow_url}/#/experiments/{experiment_id}/runs")  # its 'Training runs' table
+    page.get_by_role("link", name="Training runs").first.click()  # its runs table: it opens on Overview
+    page.wait_for_url(re.compile(rf".*#/experiments/{experiment_id}/runs\b.*"))
     parent_link = page.locator(f'a[href$="/runs/{parent_id}"]').first
     parent_link.wait_for()
     name = parents[0]["info"]["run_name"]  # <time>-<config>-<id>, as its output folder
