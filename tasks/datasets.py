@@ -16,10 +16,11 @@ from ausynth.tasks import imageset
 from ausynth.tasks.face_dataset import prepare_faces, write_reports
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.store import StoredItem, cached_folder, stable_hash
-from ausynth.tasks.toy_data import build_toy
+from ausynth.tasks.toy_data import build_toy, independent_config
 
 FORMAT_VERSION = 3  # bump when a stage's output format changes, so old store entries are not reused
 IMAGE_SETS = ("labelled", "unlabelled", "test")
+INDEPENDENT_MAX_IMAGES = 12_000  # the 3K settings' total; the 30K settings' 120K would cost more than it adds
 
 
 def store_root(cfg: ExperimentConfig) -> Path:
@@ -34,6 +35,12 @@ def _source_fingerprint(cfg: FaceDatasetConfig) -> list:
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
+def _write_sets(sets: dict[str, ImageSet], folder: Path) -> None:
+    for name, part in sets.items():
+        (folder / name).mkdir()
+        imageset.write(part, folder / name)
+
+
 def _build_sets(cfg: ExperimentConfig, folder: Path) -> None:
     if isinstance(cfg.dataset, FaceDatasetConfig):
         data = prepare_faces(cfg.dataset, cfg.workspace.resolve())
@@ -41,9 +48,7 @@ def _build_sets(cfg: ExperimentConfig, folder: Path) -> None:
         write_reports(data.reports, folder / "reports")
     else:
         sets = build_toy(cfg.dataset)
-    for name, part in sets.items():
-        (folder / name).mkdir()
-        imageset.write(part, folder / name)
+    _write_sets(sets, folder)
 
 
 def prepare_dataset(cfg: ExperimentConfig) -> StoredItem:
@@ -51,6 +56,19 @@ def prepare_dataset(cfg: ExperimentConfig) -> StoredItem:
     faces = isinstance(cfg.dataset, FaceDatasetConfig)
     key = stable_hash("dataset", cfg.dataset, _source_fingerprint(cfg.dataset) if faces else None, FORMAT_VERSION)
     path = cached_folder(store_root(cfg), "datasets", key, lambda folder: _build_sets(cfg, folder))
+    return StoredItem(path, key)
+
+
+def prepare_independent_toy(cfg: ExperimentConfig, draw_seed: int) -> StoredItem:
+    """A toy set with AU2 and AU3 independent (``toy_data.independent_config``; toy configs only), as
+    many labelled images as the comparison draws in all (labelled and unlabelled), at most
+    ``INDEPENDENT_MAX_IMAGES``. Its key ignores the comparison's ``p_correlated``: every correlation
+    setting shares it."""
+    independent = independent_config(cfg.dataset, min(cfg.dataset.labelled + cfg.dataset.unlabelled,
+                                                       INDEPENDENT_MAX_IMAGES))
+    key = stable_hash("independent_toy", independent, draw_seed, FORMAT_VERSION)
+    path = cached_folder(store_root(cfg), "datasets", key,
+                         lambda folder: _write_sets(build_toy(independent, draw_seed), folder))
     return StoredItem(path, key)
 
 

@@ -84,8 +84,14 @@ def test_the_run_name_and_workspace_are_not_part_of_any_key(keys):  # each keys(
     assert changed(keys, "name=elsewhere", "experiment=other") == set()
 
 
-def test_classifier_settings_retrain_the_classifiers_but_reuse_the_dataset(keys):
-    assert changed(keys, "classifier.lr=0.002") == set(STAGES) - {"dataset"} | set(CLASSIFIERS)
+def test_classifier_settings_retrain_the_classifiers_but_reuse_the_dataset_and_the_toy_oracle(keys):
+    """The toy set's oracle trains with the default profile on its own independent-AU images."""
+    assert changed(keys, "classifier.lr=0.002") == set(STAGES) - {"dataset", "oracle"} | set(CLASSIFIERS)
+    assert "oracle" in changed(keys, "classifier.width=8")  # its network is the comparison's
+
+
+def test_the_au_correlation_changes_everything_but_the_toy_oracle(keys):
+    assert changed(keys, "dataset.p_correlated=0.5") == set(STAGES) - {"oracle"} | set(CLASSIFIERS)
 
 
 def test_augment_size_changes_what_strategies_add_but_not_the_baseline_or_the_generator(keys):

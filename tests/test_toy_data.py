@@ -49,6 +49,21 @@ def test_same_seed_same_images_other_seed_other_images():
     assert not np.array_equal(a["labelled"].images, c["labelled"].images)
 
 
+def test_the_oracles_set_has_independent_au2_au3_from_the_training_digits_with_its_own_draws():
+    cfg = ToyDatasetConfig(labelled=300, unlabelled=300, test_per_au=30, p_correlated=0.95)
+    independent = toy_data.independent_config(cfg, 6000)
+    sets, oracle = toy_data.build_toy(cfg), toy_data.build_toy(independent, draw_seed=7919)["labelled"]
+    labels = oracle.labels == 1
+    assert len(labels) == 6000
+    np.testing.assert_allclose(labels.mean(axis=0), cfg.p_active, atol=0.02)  # the same marginals
+    assert labels[labels[:, 1], 2].mean() == pytest.approx(cfg.p_active, abs=0.03)  # P(AU3 | AU2): independent
+    ids = {int(i) for row in oracle.frame["digit_ids"] for i in row.split(",") if i}
+    test_ids = {int(i) for row in sets["test"].frame["digit_ids"] for i in row.split(",") if i}
+    assert not ids & test_ids  # never the digits the test set is drawn from
+    first = toy_data.build_toy(independent.model_copy(update={"labelled": 300}), draw_seed=7919)["labelled"]
+    assert not np.array_equal(first.images, sets["labelled"].images)  # not the comparison's own images
+
+
 def test_noise_grows_with_difficulty_on_blank_cells():
     spread = {}
     for difficulty in ("clean", "medium", "hard"):
