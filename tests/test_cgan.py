@@ -110,7 +110,8 @@ def test_config_names_the_key_at_fault() -> None:
         load_config("toy-quick", ["generator.adversarial_loss=lsgan"])
     with pytest.raises(ConfigError, match="generator.cgan.upsampling"):
         load_config("toy-quick", ["generator.cgan.upsampling=bilinear"])
-    assert load_config("toy-quick-cgan").generator.kind == "cgan"
+    assert load_config("toy-quick").generator.kind == "cgan"
+    assert load_config("toy-quick-em").generator.kind == "em"
 
 
 # ----------------------------------------------------------------------------- the kind
