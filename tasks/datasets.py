@@ -67,7 +67,7 @@ def prepare_independent_toy(cfg: ExperimentConfig, draw_seed: int) -> StoredItem
     independent = independent_config(cfg.dataset, min(cfg.dataset.labelled + cfg.dataset.unlabelled,
                                                        INDEPENDENT_MAX_IMAGES))
     key = stable_hash("independent_toy", independent, draw_seed, FORMAT_VERSION)
-    path = cached_folder(store_root(cfg), "datasets", key,
+    path = cached_folder(store_root(cfg), "independent_datasets", key,
                          lambda folder: _write_sets(build_toy(independent, draw_seed), folder))
     return StoredItem(path, key)
 

@@ -77,7 +77,7 @@ def test_every_stage_has_its_own_key_and_the_same_config_gives_the_same_keys(key
     assert len(set(first.values())) == len(first) - 1  # every other pair differs
     assert keys() == first
     kinds = {kind for kind, _ in keys.built}
-    assert kinds == {"datasets", "classifiers", "pool_scores", "generated"}
+    assert kinds == {"datasets", "independent_datasets", "classifiers", "pool_scores", "generated"}
 
 
 def test_the_run_name_and_workspace_are_not_part_of_any_key(keys):  # each keys() call has its own workspace
