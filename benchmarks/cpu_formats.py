@@ -1,14 +1,14 @@
 """Do channels-last memory format or torch.compile speed up training on this CPU?
 
 Times training steps of the AU classifier (small_cnn, 96x96x1, the default batch 32 and the
-thesis' batch 100) and of the EM generator (one critic and one generator update, batch 16, the
-default base_channels 8) in four forms: eager (what ausynth runs), channels-last, compiled
+thesis' batch 100) and of the EM and the cgan (one critic and one generator update, batch 16,
+base_channels 8; the EM with WGAN-GP, the cgan with bce as toy-quick trains it) in four forms: eager (what ausynth runs), channels-last, compiled
 (``torch.compile``, inductor) and both. The forms take turns, round after round, so a change in
 the machine's load hits them alike; each figure is the median over rounds, and each ratio is
 against eager measured in the same run.
 
-The EM's critic is never compiled: its WGAN-GP penalty differentiates through its gradient
-(double backward), which torch.compile does not support; only the generator is.
+Critics are never compiled: the WGAN-GP penalty differentiates through the critic's gradient
+(double backward), which torch.compile does not support; only the generators are.
 
     python benchmarks/cpu_formats.py [--rounds 5] [--steps 10] [--threads N]
 """
@@ -19,6 +19,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -26,7 +27,7 @@ from torch import nn
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.models.au_classifier import AUClassifier
 from ausynth.tasks.gan_training import Networks
-from ausynth.tasks.generator_kinds import Architecture
+from ausynth.tasks.generator_kinds import Architecture, generator_kind
 
 N_AUS, SIZE = 9, 96
 FORMS = {"eager": (False, False), "channels-last": (True, False), "compiled": (False, True),
@@ -56,11 +57,12 @@ def classifier_step(batch: int, channels_last: bool, compiled: bool) -> Callable
     return step
 
 
-def em_step(batch: int, channels_last: bool, compiled: bool) -> Callable[[], None]:
-    """One critic and one generator update of the EM (WGAN-GP), as tasks/gan_training.py takes them."""
-    cfg = GeneratorConfig(kind="em", batch_size=batch)
-    arch = Architecture("em", "au_presence", cfg.base_channels, cfg.n_res_blocks, (SIZE, SIZE, 1),
-                        tuple(f"AU{k}" for k in range(1, N_AUS + 1)), ())
+def gan_step(kind: str, batch: int, channels_last: bool, compiled: bool) -> Callable[[], None]:
+    """One critic and one generator update, as tasks/gan_training.py takes them."""
+    cfg = GeneratorConfig(kind=kind, batch_size=batch, adversarial_loss="bce" if kind == "cgan" else "wgan_gp")
+    arch = Architecture(kind, "au_presence", cfg.base_channels, cfg.n_res_blocks, (SIZE, SIZE, 1),
+                        tuple(f"AU{k}" for k in range(1, N_AUS + 1)),
+                        tuple(sorted(generator_kind(kind).options(cfg).items())))
     nets = Networks(arch, cfg, torch.device("cpu"))
     nets.G = _prepare(nets.G, channels_last, compiled)
     if channels_last:
@@ -93,7 +95,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cases = {f"classifier, batch {b}": (classifier_step, b) for b in (32, 100)} | {"EM generator, batch 16": (em_step, 16)}
+    cases = {f"classifier, batch {b}": (classifier_step, b) for b in (32, 100)}
+    cases |= {f"{kind} generator, batch 16": (partial(gan_step, kind), 16) for kind in ("em", "cgan")}
     print(f"torch {torch.__version__}, {args.threads} threads, {SIZE}x{SIZE}x1 images; median of {args.rounds} "
           f"rounds of {args.steps} steps, forms in turn")
     for case, (make, batch) in cases.items():
