@@ -161,6 +161,26 @@ class UnlabelledConfig(Section):
         return self
 
 
+class NeutralSetConfig(UnlabelledConfig):
+    """A labelled neutral set: faces the generator starts from, neutral by their label.
+
+    The rows of a manifest (or a folder, whose first sub-folder is the ``emotion`` column) whose
+    ``column`` holds ``value`` (e.g. JAFFE's ``emotion: neutral``); the other rows are left out and
+    counted in the log. Without ``column`` and ``value`` every image is taken as neutral (a folder
+    of neutral faces). ``limit`` counts neutral rows.
+    """
+
+    column: str | None = None
+    value: str | None = None
+
+    @model_validator(mode="after")
+    def _column_with_value(self) -> "NeutralSetConfig":
+        if (self.column is None) != (self.value is None):
+            raise ValueError("neutral: give 'column' and 'value' together (e.g. column: emotion, value: neutral), "
+                             "or neither to take every image as neutral")
+        return self
+
+
 class FaceDatasetConfig(Section):
     """Real face images, ingested, cropped and split by identity into the toy set's contract.
 
@@ -172,6 +192,9 @@ class FaceDatasetConfig(Section):
     kind: Literal["faces"] = "faces"
     source: SourceConfig | None = None
     unlabelled: UnlabelledConfig | None = None
+    # Neutral faces for the generator to start from (generator.neutral_source: neutral_set or auto);
+    # cropped like the other sources, kept apart from training and testing.
+    neutral: NeutralSetConfig | None = None
     label_type: LabelType | Literal["auto"] = "auto"
     # The emotion classes and their order; default: every class found, sorted. Names are
     # normalised (angry -> anger, happy -> happiness, ...), so list them normalised.
@@ -192,6 +215,13 @@ class FaceDatasetConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _neutral_beside_labels(self) -> "FaceDatasetConfig":
+        if self.neutral is not None and self.source is None:
+            raise ValueError("a 'neutral' set is where the generator starts from, and the generator needs a "
+                             "labelled 'source' too: add one, or drop 'neutral'")
+        return self
+
+    @model_validator(mode="after")
     def _folder_means_emotions(self) -> "FaceDatasetConfig":
         if self.source is not None and self.source.folder is not None and self.label_type not in ("auto", "emotion"):
             raise ValueError(
@@ -201,11 +231,17 @@ class FaceDatasetConfig(Section):
         return self
 
     def detection_for(self, section: str) -> DetectionConfig:
-        """The detection settings of 'source' or 'unlabelled': ``detection`` with that section's override."""
+        """The detection settings of 'source', 'unlabelled' or 'neutral': ``detection`` with that section's
+        override."""
         override = getattr(self, section).detection
         if override is None:
             return self.detection
         return self.detection.model_copy(update=override.model_dump(exclude_none=True))
+
+    def key_data(self) -> dict:
+        """The config as the store names its dataset: an unset ``neutral`` left out, so datasets built
+        before the neutral set existed keep their store entries (and everything trained on them)."""
+        return self.model_dump(mode="json", exclude={"neutral"} if self.neutral is None else None)
 
     @field_validator("emotions")
     @classmethod

@@ -69,8 +69,10 @@ class GeneratorConfig(Section):
 
     intensity: Annotated[float, Field(gt=0, le=1)] = 1.0  # 1.0 toy, 0.7 faces
     # Neutral sources: labelled images with every AU 0, pool images whose every predicted AU is below
-    # neutral_threshold, or both ('auto'); the most neutral are used first.
-    neutral_source: Literal["auto", "labelled", "pool"] = "auto"
+    # neutral_threshold, or both; or the dataset's labelled neutral set (dataset.neutral: neutral by its
+    # label, no threshold). 'auto' takes the neutral set where the dataset has one, else both of the first
+    # two. The most neutral (by label, else by the teacher's scores) are used first.
+    neutral_source: Literal["auto", "labelled", "pool", "neutral_set"] = "auto"
     neutral_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     images_per_au: PositiveInt | None = None  # None: the comparison's augment.size split over the AUs
     # drop_failed: add only images the oracle passes, exactly augment.size of them: new sources are

@@ -168,6 +168,14 @@ class ExperimentConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _neutral_set_given(self) -> "ExperimentConfig":
+        if self.generator.neutral_source == "neutral_set" and getattr(self.dataset, "neutral", None) is None:
+            raise ValueError("generator.neutral_source is 'neutral_set' but dataset.neutral is not set: give a face "
+                             "dataset a neutral set (e.g. dataset.neutral: {manifest: labels.csv, column: emotion, "
+                             "value: neutral}) or choose neutral_source auto, labelled or pool")
+        return self
+
+    @model_validator(mode="after")
     def _labels_fit(self) -> "ExperimentConfig":
         """Where the config itself says what the labels are (the toy set's AU presence, or a face set's
         ``dataset.label_type``), refuse now what cannot use them; with ``label_type: auto`` the same checks

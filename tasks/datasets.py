@@ -1,7 +1,9 @@
 """The dataset stage: a config's labelled, unlabelled and test image sets, built once into the store.
 
 Toy grids and face crops end up in the same three image sets (``IMAGE_SETS``); the labelled set
-carries a ``split`` column (train / val). Every later stage reads them through ``load_set``.
+carries a ``split`` column (train / val). Every later stage reads them through ``load_set``. A face
+dataset with a labelled neutral set (``dataset.neutral``) has a fourth set, ``NEUTRAL_SET``: the
+faces the generator starts from.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ausynth.tasks.toy_data import build_toy, independent_config
 
 FORMAT_VERSION = 3  # bump when a stage's output format changes, so old store entries are not reused
 IMAGE_SETS = ("labelled", "unlabelled", "test")
+NEUTRAL_SET = "neutral"  # only where the face config has dataset.neutral
 INDEPENDENT_MAX_IMAGES = 12_000  # the 3K settings' total; the 30K settings' 120K would cost more than it adds
 
 
@@ -29,7 +32,7 @@ def store_root(cfg: ExperimentConfig) -> Path:
 
 def _source_fingerprint(cfg: FaceDatasetConfig) -> list:
     """Size and modification time of the files a face dataset reads, so edited inputs are rebuilt."""
-    sources = [source for source in (cfg.source, cfg.unlabelled) if source is not None]
+    sources = [source for source in (cfg.source, cfg.unlabelled, cfg.neutral) if source is not None]
     roots = [p for src in sources for p in vars(src).values() if isinstance(p, Path) and p.exists()]
     files = [f for root in roots for f in ([root] if root.is_file() else sorted(root.rglob("*"))) if f.is_file()]
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
@@ -54,7 +57,8 @@ def _build_sets(cfg: ExperimentConfig, folder: Path) -> None:
 def prepare_dataset(cfg: ExperimentConfig) -> StoredItem:
     """Build (or reuse) the labelled, unlabelled and test image sets of the config's dataset."""
     faces = isinstance(cfg.dataset, FaceDatasetConfig)
-    key = stable_hash("dataset", cfg.dataset, _source_fingerprint(cfg.dataset) if faces else None, FORMAT_VERSION)
+    described = cfg.dataset.key_data() if faces else cfg.dataset
+    key = stable_hash("dataset", described, _source_fingerprint(cfg.dataset) if faces else None, FORMAT_VERSION)
     path = cached_folder(store_root(cfg), "datasets", key, lambda folder: _build_sets(cfg, folder))
     return StoredItem(path, key)
 
@@ -74,6 +78,10 @@ def prepare_independent_toy(cfg: ExperimentConfig, draw_seed: int) -> StoredItem
 
 def load_set(dataset: StoredItem, name: str, mmap: bool = False) -> ImageSet:
     return imageset.load(dataset.path / name, mmap=mmap)
+
+
+def has_neutral_set(dataset: StoredItem) -> bool:
+    return (dataset.path / NEUTRAL_SET).is_dir()
 
 
 def train_val(labelled: ImageSet) -> tuple[ImageSet, ImageSet]:

@@ -7,6 +7,11 @@ ahead of a run). The three reports (rows left out at ingestion, the per-image de
 per-split label statistics; no split for a pool alone) are written as CSVs beside the
 workspace's other outputs and named in each set's meta.
 
+A labelled neutral set (``dataset.neutral``, e.g. JAFFE's neutral images) goes through the same
+ingestion, cropping and checks as a fourth set, 'neutral': the faces the generator starts from.
+Its images of val or test subjects are left out, as the pool's are, so no held-out face reaches
+training through a generated image.
+
 The labelled source and the unlabelled pool are cropped each with its own detection settings
 (``FaceDatasetConfig.detection_for``) and checked each against ``max_bad_fraction``: rows left
 out at ingestion and images that gave no crop (unreadable, no face, several faces skipped) count
@@ -17,9 +22,11 @@ detection reports first (to ``reports_folder``) and names them in the error.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ausynth.configs.faces import FaceDatasetConfig
@@ -27,22 +34,24 @@ from ausynth.tasks.detect import detect_and_crop
 from ausynth.tasks.errors import DataError
 from ausynth.tasks.identity_split import TooFewSubjectsError, split_by_identity
 from ausynth.tasks.imageset import ImageSet, concat
-from ausynth.tasks.ingest import SECTIONS, Ingested, Read, ingest
+from ausynth.tasks.ingest import SECTIONS, Ingested, Read, ingest, ingest_neutral
 from ausynth.tasks.store import atomic_folder, stable_hash
 
-SECTION_NAMES = {"source": "labelled source", "unlabelled": "unlabelled pool"}
+log = logging.getLogger("ausynth")
+
+SECTION_NAMES = {"source": "labelled source", "unlabelled": "unlabelled pool", "neutral": "neutral set"}
 STATUS_NAMES = {"unreadable": "unreadable", "no_face": "no face found", "multiple_faces": "several faces, skipped"}
 
 
 @dataclass
 class FaceData:
-    sets: dict[str, ImageSet]
+    sets: dict[str, ImageSet]  # labelled, unlabelled, test; neutral where dataset.neutral is set
     reports: dict[str, pd.DataFrame]  # ingest, detection, split
 
 
 def reports_folder(config: FaceDatasetConfig, workspace: Path) -> Path:
     """Where ``build_faces`` writes the reports, and where a run that fails on its data leaves them."""
-    return Path(workspace) / "reports" / f"faces-{stable_hash(config)}"
+    return Path(workspace) / "reports" / f"faces-{stable_hash(config.key_data())}"
 
 
 def _lost(report: pd.DataFrame) -> str:
@@ -91,8 +100,12 @@ def _no_labelled_crops(read: Read, frame: pd.DataFrame, report: pd.DataFrame, re
 
 
 def prepare_faces(config: FaceDatasetConfig, workspace: Path) -> FaceData:
-    """The three sets and the three reports of a face dataset config."""
+    """The three (with a neutral set, four) sets and the three reports of a face dataset config."""
     ingested = ingest(config)
+    neutral = None
+    if config.neutral is not None:  # read before any image is cropped, so a bad neutral manifest fails fast
+        neutral, report, ingested.read["neutral"] = ingest_neutral(config.neutral, config.max_bad_fraction)
+        ingested.report = pd.concat([ingested.report, report], ignore_index=True)
     cache_dir = config.detection.cache_dir or Path(workspace) / "crops"
     folder = reports_folder(config, workspace)
     parts: dict[str, ImageSet] = {}
@@ -103,10 +116,9 @@ def prepare_faces(config: FaceDatasetConfig, workspace: Path) -> FaceData:
         write_reports({"ingest": ingested.report, "detection": pd.concat(detections, ignore_index=True)}, folder)
         return kind(message)
 
-    for section in (s for s in SECTIONS if s in ingested.read):
-        rows = ingested.frame[ingested.frame["section"] == section].reset_index(drop=True)
+    def crop(section: str, rows: pd.DataFrame) -> ImageSet:
+        """One section's crops, with its own detection settings and its own max_bad_fraction budget."""
         crops, detection = detect_and_crop(rows, ingested.label_columns, config.detection_for(section), cache_dir)
-        parts[section] = crops
         detections.append(detection)
         read = ingested.read[section]
         problem = _check_crops(section, read, detection, config.max_bad_fraction, folder / "detection.csv")
@@ -114,6 +126,12 @@ def prepare_faces(config: FaceDatasetConfig, workspace: Path) -> FaceData:
             problem = _no_labelled_crops(read, rows, detection, folder / "detection.csv")
         if problem is not None:
             raise fail(problem)
+        return crops
+
+    for section in (s for s in SECTIONS if s in ingested.read):
+        parts[section] = crop(section, ingested.frame[ingested.frame["section"] == section].reset_index(drop=True))
+    neutral_crops = None if neutral is None else crop(
+        "neutral", neutral.reindex(columns=[*neutral.columns, *ingested.label_columns]))
     crops = concat(list(parts.values()))
     crops.meta["detection"] = {section: part.meta["detection"] for section, part in parts.items()}
     reports = {"ingest": ingested.report, "detection": pd.concat(detections, ignore_index=True)}
@@ -125,12 +143,32 @@ def prepare_faces(config: FaceDatasetConfig, workspace: Path) -> FaceData:
         except TooFewSubjectsError as err:
             raise fail(f"{err}. {_lost_labelled(ingested, detections[0], folder / 'detection.csv')}",
                        TooFewSubjectsError) from None
+    if neutral_crops is not None:
+        sets["neutral"] = _neutral_set(neutral_crops, sets)
     meta = {"dataset": "faces", "label_type": ingested.label_type, "classes": ingested.classes,
             "source": None if config.source is None else config.source.model_dump(mode="json"),
             "ignored_columns": ingested.ignored}
     for imageset in sets.values():
         imageset.meta.update(meta)
     return FaceData(sets, reports)
+
+
+def _neutral_set(crops: ImageSet, sets: dict[str, ImageSet]) -> ImageSet:
+    """The neutral set's crops less those of val and test subjects: a generated image of a held-out face
+    would show that face to the classifiers before their evaluation."""
+    val = sets["labelled"].frame.loc[sets["labelled"].frame["split"] == "val", "subject"]
+    held_out = set(val) | set(sets["test"].frame["subject"])
+    keep = ~crops.frame["subject"].isin(held_out).to_numpy()
+    if not keep.all():
+        log.warning("neutral set: %d of %d images are of val or test subjects and are left out", int((~keep).sum()),
+                    len(keep))
+    if not keep.any():
+        raise DataError(f"neutral set: every one of its {len(keep)} cropped images is of a val or test subject of "
+                        "the labelled source, so none can be a generator source; use neutral faces of other people")
+    neutral = crops.subset(np.flatnonzero(keep))
+    neutral.frame["origin"] = "neutral"
+    neutral.meta["detection"] = {"neutral": crops.meta["detection"]}
+    return neutral
 
 
 def _lost_labelled(ingested: Ingested, detection: pd.DataFrame, report_file: Path) -> str:

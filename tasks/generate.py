@@ -75,24 +75,45 @@ def neutral_sources(pool: ImageSet, threshold: float, scores: np.ndarray | None,
     return index, source_labels[index].astype(np.float32)
 
 
-def neutral_emotion_sources(pool: ImageSet, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rows labelled neutral, or (unlabelled) whose most likely class is neutral, surest first: StarGAN's
-    emotion analogue of 'no AU active'; each then becomes one image per emotion domain."""
+def _neutral_class(pool: ImageSet) -> int:
+    """The column of the 'neutral' emotion class."""
     neutral = [i for i, name in enumerate(pool.label_columns) if name.lower().endswith("neutral")]
     if not neutral:
         raise DataError(f"no neutral emotion column among {pool.label_columns}: emotion generation starts from "
                         "neutral faces, so the labels need a 'neutral' class")
+    return neutral[0]
+
+
+def neutral_emotion_sources(pool: ImageSet, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Rows labelled neutral, or (unlabelled) whose most likely class is neutral, surest first: StarGAN's
+    emotion analogue of 'no AU active'; each then becomes one image per emotion domain."""
+    neutral = _neutral_class(pool)
     labels = pool.labels
     unlabelled = np.isnan(labels).any(axis=1)
     source_labels = np.where(unlabelled[:, None], scores if scores is not None else np.nan, labels)
     known = ~np.isnan(source_labels).any(axis=1)
-    is_neutral = known & (np.nan_to_num(source_labels).argmax(axis=1) == neutral[0])
+    is_neutral = known & (np.nan_to_num(source_labels).argmax(axis=1) == neutral)
     if not is_neutral.any():
         raise DataError("no neutral face: no labelled image is 'neutral' and no unlabelled one is predicted neutral")
     index = np.flatnonzero(is_neutral)
-    index = index[np.argsort(-source_labels[index, neutral[0]], kind="stable")]
-    one_hot = np.eye(len(pool.label_columns), dtype=np.float32)[neutral[0]]
+    index = index[np.argsort(-source_labels[index, neutral], kind="stable")]
+    one_hot = np.eye(len(pool.label_columns), dtype=np.float32)[neutral]
     return index, np.repeat(one_hot[None], len(index), axis=0)
+
+
+def neutral_set_sources(pool: ImageSet, scores: np.ndarray, label_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of a labelled neutral set (``dataset.neutral``), with a neutral source label (no AU; the
+    neutral class), whatever the teacher's ``scores`` say: the label is what makes them neutral. The
+    scores only order them, the ones the teacher finds most neutral first, as for the other sources."""
+    n_labels = len(pool.label_columns)
+    if label_type == "emotion":
+        neutral = _neutral_class(pool)
+        index = np.argsort(-scores[:, neutral], kind="stable")
+        labels = np.eye(n_labels, dtype=np.float32)[neutral]
+    else:
+        index = np.argsort(scores.max(axis=1), kind="stable")
+        labels = np.zeros(n_labels, np.float32)
+    return index, np.repeat(labels[None], len(index), axis=0)
 
 
 def _no_neutral_message(peak: np.ndarray, unlabelled: np.ndarray, threshold: float, where: str) -> str:
@@ -124,6 +145,8 @@ def candidate_sources(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     if not generator_kind(arch.kind).needs_source:
         codes = math.ceil(count / len(pool.label_columns)) * cfg.max_rounds
         return np.arange(codes), np.zeros((codes, len(pool.label_columns)), np.float32)
+    if cfg.neutral_source == "neutral_set":  # pool is the neutral set, scores the teacher's for it
+        return neutral_set_sources(pool, scores, arch.label_type)
     if arch.label_type == "emotion":
         return neutral_emotion_sources(pool, scores)
     return neutral_sources(pool, cfg.neutral_threshold, scores, cfg.neutral_source)

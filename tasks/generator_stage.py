@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ausynth.configs.schema import ClassifierConfig, ExperimentConfig, ToyDatasetConfig
 from ausynth.tasks import datasets, imageset
@@ -30,6 +31,7 @@ from ausynth.tasks.pseudo_labels import load_scores, pseudo_labelled
 from ausynth.tasks.store import StoredItem, cached_folder, damage, locked, seal, set_aside, stable_hash
 from ausynth.tasks.strategies import BASELINE, Inputs
 from ausynth.tasks.toy_data import CELL, GRID
+from ausynth.tasks.train_classifier import predict_proba
 
 ORACLE_SEED = 7919  # the oracle is a separately trained classifier, never one under evaluation
 
@@ -100,12 +102,32 @@ def _source_pool(dataset: StoredItem, pool_scores: StoredItem) -> tuple[ImageSet
     return concat([train, pool]), scores
 
 
+def _neutral_source(cfg: ExperimentConfig, dataset: StoredItem) -> str:
+    """``generator.neutral_source``, with 'auto' taking the dataset's labelled neutral set where it has one
+    (and the generator edits sources: a kind that draws from noise has none)."""
+    chosen = cfg.generator.neutral_source
+    if chosen == "auto" and generator_kind(cfg.generator.kind).needs_source and datasets.has_neutral_set(dataset):
+        return "neutral_set"
+    return chosen
+
+
+def _neutral_set_pool(cfg: ExperimentConfig, dataset: StoredItem,
+                      device: torch.device) -> tuple[ImageSet, np.ndarray]:
+    """The labelled neutral set, and the teacher's scores for it: neutral by label, but ``sources.csv`` shows
+    what the teacher sees in them. The teacher (the first seed's baseline) scored the pool already, so
+    ``fit_classifier`` finds it in the store."""
+    neutral = datasets.load_set(dataset, datasets.NEUTRAL_SET)
+    teacher = load_classifier(fit_classifier(cfg, BASELINE, cfg.seeds[0], Inputs(dataset)), device)
+    return neutral, predict_proba(teacher, neutral.images, device).astype(np.float32)
+
+
 def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredItem, pool_scores: StoredItem,
                   oracle: StoredItem) -> StoredItem:
     """Single-label images with the oracle's verdict: ``images/`` (exactly the count the comparison adds),
-    ``quality.csv`` (per label, generated beside real pass rates), ``sources.csv`` (the sources'
-    predicted profile), ``examples.png`` and ``summary.json``. A kind that draws from noise (cgan) has
-    no sources: no ``sources.csv`` and no change from a source inside and outside the label's region."""
+    ``quality.csv`` (per label, generated beside real pass rates), ``sources.csv`` (the sources' label
+    or predicted profile; the teacher's for a labelled neutral set), ``examples.png`` and
+    ``summary.json``. A kind that draws from noise (cgan) has no sources: no ``sources.csv`` and no
+    change from a source inside and outside the label's region."""
     settings = cfg.generator.model_dump(include={"intensity", "neutral_source", "neutral_threshold", "images_per_au",
                                                  "drop_failed", "max_rounds", "on_shortfall"})
     key = stable_hash("generated", generator.key, pool_scores.key, oracle.key, settings, cfg.augment.size,
@@ -113,15 +135,19 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
 
     def build(folder: Path) -> None:
         device = resolve_device(cfg.device)
-        pool, scores = _source_pool(dataset, pool_scores)
+        gen_cfg = cfg.generator.model_copy(update={"neutral_source": _neutral_source(cfg, dataset)})
+        if gen_cfg.neutral_source == "neutral_set":
+            pool, scores = _neutral_set_pool(cfg, dataset, device)
+        else:
+            pool, scores = _source_pool(dataset, pool_scores)
         trained = load_generator(generator.path, device)
         judge = load_classifier(oracle, device)
-        count = total_images(cfg.generator, cfg.augment.size, len(pool.label_columns))
-        if cfg.generator.drop_failed:
-            kept, tried = generate_verified(trained, pool, cfg.generator, count, device, scores, judge,
+        count = total_images(gen_cfg, cfg.augment.size, len(pool.label_columns))
+        if gen_cfg.drop_failed:
+            kept, tried = generate_verified(trained, pool, gen_cfg, count, device, scores, judge,
                                             cfg.classifier.threshold)
         else:
-            kept = tried = generate_isolated(trained, pool, cfg.generator, count, device, scores)
+            kept = tried = generate_isolated(trained, pool, gen_cfg, count, device, scores)
             kept.frame["passed"] = oracle_verdict(kept, judge, device, cfg.classifier.threshold)
         real = datasets.load_set(dataset, "test")
         has_sources = generator_kind(trained.architecture.kind).needs_source

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ausynth.configs.faces import FaceDatasetConfig, SourceConfig, UnlabelledConfig
+from ausynth.configs.faces import FaceDatasetConfig, NeutralSetConfig, SourceConfig, UnlabelledConfig
 from ausynth.tasks.errors import DataError
 
 log = logging.getLogger("ausynth")
@@ -646,20 +646,60 @@ def ingest_labelled(config: FaceDatasetConfig) -> Ingested:
     return Ingested(frame, list(labels.columns), label_type, report, classes, ignored, read)
 
 
+def _read_images(config: UnlabelledConfig) -> tuple[pd.DataFrame, str]:
+    """The raw table of a manifest or folder of images, and where it was read from."""
+    if config.manifest is not None:
+        return read_manifest(Path(config.manifest), config.image_root, config.subject_regex), str(config.manifest)
+    return read_folder(Path(config.folder), config.subject_regex), str(config.folder)
+
+
+def _image_rows(raw: pd.DataFrame, where: str, section: str,
+                max_bad_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, Read]:
+    """Rows without labels: the file checks, the report and the counts, as for every source."""
+    problems = _Problems()
+    _file_problems(raw, problems)
+    frame = _finish(raw, pd.DataFrame(index=raw.index), problems, None, section)
+    report = _close(where, frame, problems, len(raw), max_bad_fraction)
+    return frame, report, Read(where, len(raw), len(raw) - len(frame))
+
+
 def ingest_unlabelled(config: UnlabelledConfig, max_bad_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, Read]:
     """A separate unlabelled pool: ``path``, ``subject``, ``origin``, ``source`` and ``section`` per row,
     the report, and the counts."""
-    if config.manifest is not None:
-        raw, where = read_manifest(Path(config.manifest), config.image_root, config.subject_regex), str(config.manifest)
-    else:
-        raw, where = read_folder(Path(config.folder), config.subject_regex), str(config.folder)
+    raw, where = _read_images(config)
     if config.limit is not None:
         raw = raw.head(config.limit)
-    problems = _Problems()
-    _file_problems(raw, problems)
-    frame = _finish(raw, pd.DataFrame(index=raw.index), problems, None, "unlabelled")
-    report = _close(where, frame, problems, len(raw), max_bad_fraction)
-    return frame, report, Read(where, len(raw), len(raw) - len(frame))
+    return _image_rows(raw, where, "unlabelled", max_bad_fraction)
+
+
+def _neutral_rows(raw: pd.DataFrame, config: NeutralSetConfig, where: str) -> pd.DataFrame:
+    """The rows whose ``config.column`` holds ``config.value`` (case and spaces aside); a column that is
+    missing or never holds the value is an error here, before any image is read."""
+    if config.column is None:
+        return raw
+    if config.column not in raw.columns:
+        columns = [c for c in raw.columns if c not in (SOURCE, ROW, FILE)]
+        raise IngestError(f"dataset.neutral: {where} has no column {config.column!r} (its columns: "
+                          f"{', '.join(columns)}); set dataset.neutral.column to the one that marks neutral faces")
+    values = raw[config.column].astype(str).str.strip().str.lower()
+    keep = values == config.value.strip().lower()
+    if not keep.any():
+        found = ", ".join(f"{v!r} ({n})" for v, n in values.value_counts().head(10).items())
+        raise IngestError(f"dataset.neutral: no row of {where} has {config.column} = {config.value!r} (values "
+                          f"found: {found}); set dataset.neutral.value to the one that marks neutral faces")
+    others = values[~keep].value_counts().to_dict()
+    log.info("neutral set %s: %d of %d rows have %s = %r; %d other rows left out %s", where, int(keep.sum()),
+             len(raw), config.column, config.value, len(raw) - int(keep.sum()), others or "")
+    return raw[keep]
+
+
+def ingest_neutral(config: NeutralSetConfig, max_bad_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, Read]:
+    """A labelled neutral set: its neutral rows (``limit`` of them at most), like an unlabelled pool's."""
+    raw, where = _read_images(config)
+    raw = _neutral_rows(raw, config, where)
+    if config.limit is not None:
+        raw = raw.head(config.limit)
+    return _image_rows(raw, where, "neutral", max_bad_fraction)
 
 
 def ingest(config: FaceDatasetConfig) -> Ingested:
