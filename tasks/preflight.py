@@ -41,13 +41,15 @@ def check_inputs(cfg: ExperimentConfig, dataset: StoredItem) -> None:
 
 
 def _check_neutral_sources(dataset: StoredItem, pool_size: int) -> None:
-    """Single-AU images start from neutral faces: labelled ones, or pool images the teacher finds neutral."""
+    """Single-AU images start from neutral faces: a labelled neutral set, labelled images with every AU
+    absent, or pool images the teacher finds neutral."""
     labelled = datasets.load_set(dataset, "labelled", mmap=True)
     kind = label_types.of(labelled)
-    if not kind.per_au or pool_size:
+    if not kind.per_au or pool_size or datasets.has_neutral_set(dataset):
         return
     neutral = ~kind.present(labelled.labels).any(axis=1)
     if not np.any(neutral):
         raise DataError(f"the generator strategy starts from neutral faces, but none of the {len(labelled)} labelled "
-                        "images has all AUs absent and there is no unlabelled pool to find one in: add neutral "
-                        "images (labelled with all AUs 0, or an unlabelled pool) or drop the generator strategy")
+                        "images has all AUs absent, and there is no neutral set (dataset.neutral) nor an unlabelled pool to find one "
+                        "in: add neutral images (labelled with all AUs 0, a dataset.neutral set, or an unlabelled pool) or "
+                        "drop the generator strategy")

@@ -114,6 +114,21 @@ def test_limit_counts_neutral_rows(tmp_path) -> None:
     assert 0 < len(sets["neutral"]) <= 6 and set(sets["neutral"].frame["subject"]) <= set(SUBJECTS[:6])
 
 
+def test_a_neutral_set_is_enough_for_the_generator_strategy_without_pool_or_neutral_labels(tmp_path) -> None:
+    """Every labelled face shows an AU and there is no pool: only the neutral set has faces to edit."""
+    from ausynth.tasks.errors import DataError
+    from ausynth.tasks.preflight import check_inputs
+
+    files = faces(tmp_path)
+    pd.read_csv(files["labels"]).assign(AU01=1).to_csv(files["labels"], index=False)
+    strategies = ["supervised", "generator"]
+    with_set = ExperimentConfig(dataset=face_config(files), strategies=strategies, workspace=tmp_path / "ws")
+    check_inputs(with_set, datasets.prepare_dataset(with_set))
+    without = with_set.model_copy(update={"dataset": with_set.dataset.model_copy(update={"neutral": None})})
+    with pytest.raises(DataError, match="no neutral set .dataset.neutral. nor an unlabelled pool"):
+        check_inputs(without, datasets.prepare_dataset(without))
+
+
 @pytest.mark.parametrize("neutral, says", [
     ({"value": "calm"}, r"neutral.csv has emotion = 'calm' \(values found: 'neutral' \(14\)"),
     ({"column": "expression"}, r"neutral.csv has no column 'expression'"),
