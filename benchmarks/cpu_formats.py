@@ -2,8 +2,9 @@
 
 Times training steps of the AU classifier (small_cnn, 96x96x1, the default batch 32 and the
 thesis' batch 100) and of the EM and the cgan (one critic and one generator update, batch 16,
-base_channels 8; the EM with WGAN-GP, the cgan with bce as toy-quick trains it) in four forms: eager (what ausynth runs), channels-last, compiled
-(``torch.compile``, inductor) and both. The forms take turns, round after round, so a change in
+base_channels 8; the EM with WGAN-GP, the cgan with bce as toy-quick trains it) in four forms:
+eager (the default contiguous layout, not compiled), channels-last (what ausynth trains in),
+compiled (``torch.compile``, inductor) and both. The forms take turns, round after round, so a change in
 the machine's load hits them alike; each figure is the median over rounds, and each ratio is
 against eager measured in the same run.
 
@@ -34,9 +35,12 @@ FORMS = {"eager": (False, False), "channels-last": (True, False), "compiled": (F
          "channels-last + compiled": (True, True)}
 
 
+def _layout(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def _prepare(model: nn.Module, channels_last: bool, compiled: bool) -> nn.Module:
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=_layout(channels_last))
     return torch.compile(model) if compiled else model
 
 
@@ -65,8 +69,7 @@ def gan_step(kind: str, batch: int, channels_last: bool, compiled: bool) -> Call
                         tuple(sorted(generator_kind(kind).options(cfg).items())))
     nets = Networks(arch, cfg, torch.device("cpu"))
     nets.G = _prepare(nets.G, channels_last, compiled)
-    if channels_last:
-        nets.D = nets.D.to(memory_format=torch.channels_last)
+    nets.D = nets.D.to(memory_format=_layout(channels_last))
     x = torch.rand(batch, 1, SIZE, SIZE) * 2 - 1
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     labels = (torch.rand(batch, N_AUS) < 0.2).float()

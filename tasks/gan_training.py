@@ -79,7 +79,9 @@ class Networks:
         kind = generator_kind(arch.kind)
         self.cfg, self.objective = cfg, kind.objective(cfg, arch.label_type)
         self.adversarial = L.ADVERSARIAL[cfg.adversarial_loss]
-        self.G, self.D = kind.generator(arch).to(device), kind.discriminator(arch).to(device)
+        # channels-last: the cgan trains 1.3x faster on this CPU, the EM about the same (benchmarks/cpu_formats.py)
+        self.G = kind.generator(arch).to(device, memory_format=torch.channels_last)
+        self.D = kind.discriminator(arch).to(device, memory_format=torch.channels_last)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
         amp = cfg.amp and device.type == "cuda"
