@@ -23,7 +23,7 @@ from ausynth.tasks import datasets, label_types
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.errors import StoreError
 from ausynth.tasks.imageset import ImageSet
-from ausynth.tasks.pseudo_labels import SCORES
+from ausynth.tasks.pseudo_labels import NEUTRAL_SCORES, SCORES
 from ausynth.tasks.store import StoredItem, cached_folder, stable_hash
 from ausynth.tasks.strategies import Inputs, Strategy
 from ausynth.tasks.train_classifier import predict_proba
@@ -110,12 +110,18 @@ def load_classifier(model: StoredItem, device: torch.device) -> AUClassifier:
 
 
 def score_pool(cfg: ExperimentConfig, dataset: StoredItem, teacher: StoredItem) -> StoredItem:
-    """The teacher's predictions for every unlabelled pool image (N, K), computed once per teacher."""
+    """The teacher's predictions for every unlabelled pool image (N, K), computed once per teacher; and for
+    every image of a labelled neutral set, which are neutral by label but whose predicted profile the
+    generated images' ``sources.csv`` reports."""
     def build(folder: Path) -> None:
-        pool = datasets.load_set(dataset, "unlabelled")
         device = resolve_device(cfg.device)
-        scores = predict_proba(load_classifier(teacher, device), pool.images, device)
-        np.save(folder / SCORES, scores.astype(np.float32))
+        model = load_classifier(teacher, device)
+        scored = {"unlabelled": SCORES}
+        if datasets.has_neutral_set(dataset):
+            scored[datasets.NEUTRAL_SET] = NEUTRAL_SCORES
+        for name, file in scored.items():
+            images = datasets.load_set(dataset, name).images
+            np.save(folder / file, predict_proba(model, images, device).astype(np.float32))
 
     key = stable_hash("pool_scores", teacher.key)
     return StoredItem(cached_folder(datasets.store_root(cfg), "pool_scores", key, build), key)

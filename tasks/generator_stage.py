@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ausynth.configs.schema import ClassifierConfig, ExperimentConfig, ToyDatasetConfig
 from ausynth.tasks import datasets, imageset
@@ -27,11 +26,10 @@ from ausynth.tasks.generate import (example_grid, generate_isolated, generate_ve
                                     quality_table, total_images)
 from ausynth.tasks.generator_kinds import Architecture, generator_kind
 from ausynth.tasks.imageset import ImageSet, concat
-from ausynth.tasks.pseudo_labels import load_scores, pseudo_labelled
+from ausynth.tasks.pseudo_labels import NEUTRAL_SCORES, load_scores, pseudo_labelled
 from ausynth.tasks.store import StoredItem, cached_folder, damage, locked, seal, set_aside, stable_hash
 from ausynth.tasks.strategies import BASELINE, Inputs
 from ausynth.tasks.toy_data import CELL, GRID
-from ausynth.tasks.train_classifier import predict_proba
 
 ORACLE_SEED = 7919  # the oracle is a separately trained classifier, never one under evaluation
 
@@ -111,14 +109,10 @@ def _neutral_source(cfg: ExperimentConfig, dataset: StoredItem) -> str:
     return chosen
 
 
-def _neutral_set_pool(cfg: ExperimentConfig, dataset: StoredItem,
-                      device: torch.device) -> tuple[ImageSet, np.ndarray]:
-    """The labelled neutral set, and the teacher's scores for it: neutral by label, but ``sources.csv`` shows
-    what the teacher sees in them. The teacher (the first seed's baseline) scored the pool already, so
-    ``fit_classifier`` finds it in the store."""
-    neutral = datasets.load_set(dataset, datasets.NEUTRAL_SET)
-    teacher = load_classifier(fit_classifier(cfg, BASELINE, cfg.seeds[0], Inputs(dataset)), device)
-    return neutral, predict_proba(teacher, neutral.images, device).astype(np.float32)
+def _neutral_set_pool(dataset: StoredItem, pool_scores: StoredItem) -> tuple[ImageSet, np.ndarray]:
+    """The labelled neutral set, and the teacher's scores for it (scored with the pool): neutral by label,
+    but ``sources.csv`` shows what the teacher sees in them."""
+    return datasets.load_set(dataset, datasets.NEUTRAL_SET), load_scores(pool_scores, NEUTRAL_SCORES)
 
 
 def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredItem, pool_scores: StoredItem,
@@ -137,7 +131,7 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
         device = resolve_device(cfg.device)
         gen_cfg = cfg.generator.model_copy(update={"neutral_source": _neutral_source(cfg, dataset)})
         if gen_cfg.neutral_source == "neutral_set":
-            pool, scores = _neutral_set_pool(cfg, dataset, device)
+            pool, scores = _neutral_set_pool(dataset, pool_scores)
         else:
             pool, scores = _source_pool(dataset, pool_scores)
         trained = load_generator(generator.path, device)

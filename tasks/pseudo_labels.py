@@ -20,10 +20,11 @@ from ausynth.tasks.store import StoredItem
 log = logging.getLogger("ausynth")
 
 SCORES = "scores.npy"
+NEUTRAL_SCORES = "neutral_scores.npy"  # the teacher's scores for a labelled neutral set, where there is one
 
 
-def load_scores(item: StoredItem) -> np.ndarray:
-    return np.load(item.path / SCORES)
+def load_scores(item: StoredItem, name: str = SCORES) -> np.ndarray:
+    return np.load(item.path / name)
 
 
 def pseudo_labelled(pool: ImageSet, scores: np.ndarray, cfg: PseudoLabelConfig, threshold: float) -> ImageSet:

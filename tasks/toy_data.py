@@ -163,7 +163,6 @@ def build_toy(config: ToyDatasetConfig, draw_seed: int | None = None) -> dict[st
     return sets
 
 
-
 def independent_config(config: ToyDatasetConfig, n: int) -> ToyDatasetConfig:
     """``n`` labelled images like ``config``'s but with AU2 and AU3 independent (P(AU3 | AU2) =
     ``p_active``, the same marginals), and no pool; built with ``build_toy(.., draw_seed)`` they come

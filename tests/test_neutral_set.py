@@ -18,7 +18,7 @@ from torch import nn
 
 from ausynth.configs.faces import FaceDatasetConfig
 from ausynth.configs.schema import ExperimentConfig
-from ausynth.tasks import datasets, face_dataset, generator_stage, imageset
+from ausynth.tasks import classifiers, datasets, face_dataset, generator_stage, imageset
 from ausynth.tasks.checkpoint import TrainedGenerator
 from ausynth.tasks.errors import DataError
 from ausynth.tasks.face_dataset import build_faces
@@ -186,15 +186,15 @@ def stub_stage(tmp_path, monkeypatch):
     for name, part in sets.items():
         (folder / name).mkdir(parents=True)
         imageset.write(part, folder / name)
-    scores = tmp_path / "scores"
-    scores.mkdir()
-    np.save(scores / "scores.npy", np.zeros((3, 4), np.float32))
+    data = StoredItem(folder, "data")
+    monkeypatch.setattr(classifiers, "load_classifier", lambda item, device: CellClassifier())
+    scores = classifiers.score_pool(ExperimentConfig(workspace=tmp_path / "teacher", device="cpu"), data,
+                                    StoredItem(tmp_path, "teacher"))  # the teacher scores pool and neutral set
     arch = Architecture("em", "au_presence", 4, 0, (SIZE, SIZE, 1), tuple(COLUMNS))
     torch.manual_seed(0)
     trained = TrainedGenerator(generator_kind("em").generator(arch).eval(), arch, Path("g.pt"), 0)
     monkeypatch.setattr(generator_stage, "load_generator", lambda path, device: trained)
-    monkeypatch.setattr(generator_stage, "load_classifier", lambda item, device: CellClassifier())
-    monkeypatch.setattr(generator_stage, "fit_classifier", lambda *a: StoredItem(tmp_path, "teacher"))
+    monkeypatch.setattr(generator_stage, "load_classifier", lambda item, device: CellClassifier())  # the oracle
 
     def run(neutral_source: str, size: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
         neutral = {"manifest": "n.csv", "column": "emotion", "value": "neutral"}
@@ -202,8 +202,8 @@ def stub_stage(tmp_path, monkeypatch):
             dataset={"kind": "faces", "source": {"manifest": "a.csv"}, "neutral": neutral}, augment={"size": size},
             generator={"neutral_source": neutral_source, "intensity": 0.7},
             workspace=tmp_path / f"ws-{neutral_source}-{size}", device="cpu")
-        item = generator_stage.make_isolated(cfg, StoredItem(folder, "data"), StoredItem(Path("g.pt"), "gen"),
-                                             StoredItem(scores, "scores"), StoredItem(tmp_path, "oracle"))
+        item = generator_stage.make_isolated(cfg, data, StoredItem(Path("g.pt"), "gen"), scores,
+                                             StoredItem(tmp_path, "oracle"))
         made = pd.read_parquet(item.path / "images" / imageset.MANIFEST)
         return made, pd.read_csv(item.path / "sources.csv", index_col="label")
 
