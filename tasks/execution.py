@@ -108,18 +108,6 @@ def task_started(execution: ExecutionConfig, gpu: bool = False) -> Iterator[None
         yield
 
 
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-
-
-def process_lock(name: str) -> threading.Lock:
-    """A lock shared by every thread of this process under ``name``: for work that is not thread-safe, e.g.
-    torch.export (MLflow's model logging), whose tracing state is per process. (A function, not a lock
-    object, is what task code refers to, so that the tasks stay picklable for Dask.)"""
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(name, threading.Lock())
-
-
 # ---------------------------------------------------------------------------- in the flow
 
 def thread_environment(threads: int) -> dict[str, str]:

@@ -31,7 +31,7 @@ from prefect.context import TaskRunContext
 
 from ausynth.configs.schema import ExperimentConfig
 from ausynth.tasks import classifiers, compare, datasets, generator_stage
-from ausynth.tasks.execution import process_lock, task_started
+from ausynth.tasks.execution import task_started
 from ausynth.tasks.classifiers import Evaluation
 from ausynth.tasks.dataset_report import write_dataset_report
 from ausynth.tasks.store import StoredItem
@@ -153,12 +153,8 @@ def evaluation_task(cfg: ExperimentConfig, dataset: StoredItem, model: StoredIte
         run_id, complete = tracker.child_run(parent_run_id, strategy_name, seed, start_ms)
         if not complete:
             _log_evaluation(tracker, run_id, result, model)
-        name = f"au-classifier-{strategy_name}-seed{seed}"
-        with process_lock("torch.export"):  # MLflow exports the model: one thread of a process at a time
-            model_uri = tracker.log_classifier(run_id, result.model, datasets.example_input(dataset), name,
-                                               {key: result.info[key] for key in classifiers.PREDICT_KEYS})
         tracker.complete(run_id, end_ms)
-        result.info.update(run_id=run_id, model_uri=model_uri)
+        result.info.update(run_id=run_id)
         return result
 
 
@@ -185,6 +181,7 @@ def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[E
         labelled = datasets.load_set(dataset, "labelled")
         table = compare.comparison_table(evaluations)
         tracker = Tracker(cfg)
+        _log_models(tracker, dataset, evaluations)
         tracker.log_metrics(parent_run_id, compare.table_metrics(table))
         tables = {"comparison": table, "differences": compare.differences(evaluations),
                   "per_seed": compare.per_seed_table(evaluations)}
@@ -201,6 +198,21 @@ def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[E
         tracker.describe(parent_run_id, compare.summary_markdown(
             table, tables["differences"], kind, _generated_summary(tracker, parent_run_id), cfg.name))
         return tables
+
+
+def _log_models(tracker: Tracker, dataset: StoredItem, evaluations: list[Evaluation]) -> None:
+    """Each child run's classifier as an MLflow model (once per run; its URI in ``info["model_uri"]``).
+
+    Logged here, when every training has ended, and not in the evaluation tasks: MLflow saves the
+    model with torch.export, which switches oneDNN and cuDNN off for the whole process while it
+    traces, so a training running beside it on another thread would compute other last bits and
+    end with other weights than a sequential run's.
+    """
+    example = datasets.example_input(dataset)
+    for result in evaluations:
+        result.info["model_uri"] = tracker.log_classifier(
+            result.info["run_id"], result.model, example, f"au-classifier-{result.strategy}-seed{result.seed}",
+            {key: result.info[key] for key in classifiers.PREDICT_KEYS})
 
 
 def _generated_summary(tracker: Tracker, run_id: str) -> dict | None:

@@ -311,11 +311,12 @@ class Tracker:
         """The classifier as an MLflow model with a signature (float images in, logits out) and ``metadata``
         (what ``ausynth predict`` needs to score new images: ``classifiers.PREDICT_KEYS``); its URI.
 
-        Logged once per run: a second call returns the URI recorded on the run.
+        Logged once per run: a second call returns the URI recorded on the run. A finished run keeps its
+        status and end time (mlflow.pytorch logs into a reopened run).
         """
-        logged = self.client.get_run(run_id).data.tags.get("model_uri")
-        if logged:
-            return logged
+        run = self.client.get_run(run_id)
+        if run.data.tags.get("model_uri"):
+            return run.data.tags["model_uri"]
         model = model.cpu().eval()
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
@@ -324,6 +325,8 @@ class Tracker:
                                             input_example=example, metadata=metadata,
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         self.client.set_tag(run_id, "model_uri", info.model_uri)
+        if run.info.end_time:
+            self.finish(run_id, run.info.status, run.info.end_time)
         return info.model_uri
 
     def register(self, parent_id: str, name: str, run_id: str, model_uri: str, score: float,
