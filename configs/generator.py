@@ -44,6 +44,11 @@ class GeneratorConfig(Section):
     # 'per_au' permutes each label column on its own, which keeps every AU's frequency but breaks
     # the AU correlations of the data, so single-AU targets are not rare during training.
     target_sampling: Literal["shuffle", "per_au"] = "per_au"
+    # How training draws real images: 'uniform', or 'decorrelated': each image weighted by how rare
+    # its presence pattern over the strongly co-occurring AUs is (pairs with phi >= 0.5 in the
+    # training labels), so that every pattern (e.g. AU2 without AU3) is drawn equally often and the
+    # critic learns each AU of a pair apart from the other.
+    real_sampling: Literal["uniform", "decorrelated"] = "uniform"
 
     base_channels: PositiveInt = 8
     n_res_blocks: Annotated[int, Field(ge=0)] = 2

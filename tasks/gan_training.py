@@ -37,6 +37,7 @@ from ausynth.tasks.generator_kinds import Architecture, Objective, generator_kin
 from ausynth.tasks.device import seeded
 from ausynth.tasks.diversity import diversity
 from ausynth.tasks.imageset import ImageSet
+from ausynth.tasks.statistics import top_cooccurring_pairs
 from ausynth.tasks.train_classifier import scale, to_tensor
 
 log = logging.getLogger("ausynth")
@@ -62,6 +63,25 @@ def sample_targets(labels: torch.Tensor, mode: str, categorical: bool,
         return labels[torch.randperm(len(labels), generator=generator).to(labels.device)]
     order = torch.rand(labels.shape, generator=generator).argsort(dim=0).to(labels.device)
     return labels.gather(0, order)
+
+
+STRONG_PHI = 0.5  # 'decorrelated' real sampling balances the AUs of pairs at least this correlated
+
+
+def real_weights(present: np.ndarray, names: list[str], mode: str) -> torch.Tensor | None:
+    """Per-row weights for drawing real images (None: uniform). 'decorrelated' gives each presence pattern
+    of the AUs in strongly co-occurring pairs the same total weight, split evenly over its rows."""
+    if mode == "uniform":
+        return None
+    pairs = top_cooccurring_pairs(present.astype(float), names, k=len(names) ** 2, min_phi=STRONG_PHI)
+    columns = sorted({names.index(au) for pair in pairs for au in pair})
+    if not columns:
+        log.info("decorrelated sampling: no AU pair has phi >= %.1f, so real images are drawn uniformly", STRONG_PHI)
+        return None
+    _, pattern, counts = np.unique(present[:, columns], axis=0, return_inverse=True, return_counts=True)
+    log.info("decorrelated sampling over %s: %d presence patterns, %d to %d images each",
+             [names[c] for c in columns], len(counts), counts.min(), counts.max())
+    return torch.from_numpy(1.0 / counts[pattern.ravel()])
 
 
 def learning_rate(cfg: GeneratorConfig, step: int) -> float:
@@ -344,6 +364,7 @@ def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.dev
     labels = nets.objective.labels(torch.from_numpy(data.labels)).to(device)
     present = label_types.label_type(arch.label_type).present(data.labels)
     probe = Probe(nets, images, labels, present, list(arch.label_columns), seed)
+    weights = real_weights(present, list(arch.label_columns), cfg.real_sampling)
     categorical = nets.objective.targets == "category"
     window, watch = Window(), CollapseWatch(nets.adversarial.undecided)
     log.info("training %s on %d images, on %s%s, steps %d..%d", arch.describe(), len(data), device,
@@ -351,7 +372,8 @@ def train_gan(data: ImageSet, cfg: GeneratorConfig, seed: int, device: torch.dev
     for step in range(step + 1, cfg.steps + 1):
         start = time.perf_counter()
         nets.set_lr(learning_rate(cfg, step))
-        index = torch.randint(len(data), (cfg.batch_size,), generator=rng).to(device)
+        index = (torch.randint(len(data), (cfg.batch_size,), generator=rng) if weights is None else
+                 torch.multinomial(weights, cfg.batch_size, replacement=True, generator=rng)).to(device)
         x, source = scale(images[index]), labels[index]
         target = sample_targets(source, cfg.target_sampling, categorical, rng)
         metrics = nets.d_step(x, source, target, rng)

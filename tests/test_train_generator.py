@@ -14,7 +14,8 @@ import torch
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.tasks.checkpoint import load_generator, read_checkpoint
 from ausynth.tasks.errors import CheckpointError, ConfigError
-from ausynth.tasks.gan_training import CHECKPOINT, CollapseWatch, learning_rate, sample_targets, train_gan
+from ausynth.tasks.gan_training import (CHECKPOINT, CollapseWatch, learning_rate, real_weights, sample_targets,
+                                       train_gan)
 from ausynth.tasks.generator_kinds import Architecture, generator_kind
 from ausynth.tasks.imageset import ImageSet
 
@@ -182,6 +183,22 @@ def test_per_au_targets_keep_each_label_frequency() -> None:
     assert torch.equal(targets.sum(0), labels.sum(0)) and not torch.equal(targets, labels)
     shuffled = sample_targets(labels, "shuffle", categorical=False)
     assert sorted(map(tuple, shuffled.tolist())) == sorted(map(tuple, labels.tolist()))
+
+
+def test_decorrelated_sampling_draws_each_pattern_of_a_correlated_pair_equally_often() -> None:
+    """AU2 and AU3 together in 95% of the images that have either: drawn by weight, AU2 without AU3 (and
+    AU3 without AU2, neither, both) comes a quarter of the time; the uncorrelated AU1 keeps its frequency."""
+    rng = np.random.default_rng(0)
+    pair, lone, which = rng.random(4000) < 0.4, rng.random(4000) < 0.05, rng.random(4000) < 0.5
+    au2, au3 = pair & ~(lone & which), pair & ~(lone & ~which)  # 5% of the pairs lose one of the two
+    present = np.column_stack([rng.random(4000) < 0.3, au2, au3])
+    assert real_weights(present, ["AU1", "AU2", "AU3"], "uniform") is None
+    weights = real_weights(present, ["AU1", "AU2", "AU3"], "decorrelated")
+    drawn = present[torch.multinomial(weights, 20000, replacement=True, generator=torch.Generator().manual_seed(0))]
+    for pattern in ((0, 0), (1, 1), (1, 0), (0, 1)):
+        assert (drawn[:, 1:] == pattern).all(1).mean() == pytest.approx(0.25, abs=0.02), pattern
+    assert drawn[:, 0].mean() == pytest.approx(present[:, 0].mean(), abs=0.03)
+    assert real_weights(present[:, :1], ["AU1"], "decorrelated") is None  # no correlated pair: uniform
 
 
 def test_collapse_warnings(caplog) -> None:
