@@ -31,6 +31,7 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")  # per-epoch a
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
 
 import pandas as pd
+from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -69,6 +70,14 @@ def report(setting: str, table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def generated_quality(result, output_dir: Path) -> pd.DataFrame:
+    """The per-AU quality table of the images this comparison added, as its generation task logged it on the
+    parent run (the store holds other runs' tables too)."""
+    client = MlflowClient(result.tracking_uri)
+    path = client.download_artifacts(result.parent_run_id, "generated/quality.csv", str(output_dir))
+    return pd.read_csv(path, index_col=0)
+
+
 def goals(setting: str, result, output_dir: Path) -> list[str]:
     """The science issue's goals for one setting, each as 'met' or 'MISSED' with the measured figure."""
     table, diffs = result.table, result.differences
@@ -92,10 +101,8 @@ def goals(setting: str, result, output_dir: Path) -> list[str]:
                             f"{100 * row.iloc[0].ci_high:+.2f}])" if len(row) else ""))
             lines.append(f"{setting}: generator mean F1 not below supervised: {'met' if f1_ok else 'MISSED'} "
                          f"({100 * table.loc['generator', 'f1_mean']:.2f} vs {100 * table.loc['supervised', 'f1_mean']:.2f})")
-    quality = sorted(Path(output_dir).parent.parent.glob("store/generated/*/quality.csv"),
-                     key=lambda p: p.stat().st_mtime)
-    if "generator" in table.index and quality:
-        relative = pd.read_csv(quality[-1], index_col=0)["relative_pass_rate"]
+    if "generator" in table.index:
+        relative = generated_quality(result, output_dir)["relative_pass_rate"]
         worst = relative.min()
         lines.append(f"{setting}: generated pass rate >= 90% of the real-image rate for every AU: "
                      f"{'met' if worst >= 0.9 else 'MISSED'} (lowest {worst:.2f}x, at {relative.idxmin()})")
