@@ -175,8 +175,9 @@ def _log_evaluation(tracker: Tracker, run_id: str, result: Evaluation, model: St
 @stage_task("compare", **RETRY)
 def publish_task(cfg: ExperimentConfig, dataset: StoredItem, evaluations: list[Evaluation],
                  parent_run_id: str, output_dir: Path) -> dict[str, pd.DataFrame]:
-    """The comparison, the paired differences and the per-seed tables, and the figures, in the run folder
-    and on the parent run; the best model registered. Returns the tables."""
+    """Every child run's classifier as an MLflow model; the comparison, the paired differences and the
+    per-seed tables, and the figures, in the run folder and on the parent run; the best model registered.
+    Returns the tables."""
     with stage(cfg, "compare"):
         labelled = datasets.load_set(dataset, "labelled")
         table = compare.comparison_table(evaluations)
