@@ -103,7 +103,8 @@ def test_an_incomplete_child_run_from_a_failed_try_is_replaced(trained):
     assert child.info.run_id == result.info["run_id"] != stale
     assert child.data.tags[COMPLETE] == "true" and child.data.metrics["test/f1_mean"] != -1.0
     assert tracker.client.get_run(stale).info.lifecycle_stage == "deleted"
-    assert len(logged_models(tracker, child.info.run_id)) == 1
+    publish_task.fn(cfg, dataset, [result], parent, root / "out-2")  # logs the model, on the new run only
+    assert len(logged_models(tracker, child.info.run_id)) == 1 and not logged_models(tracker, stale)
 
 
 @pytest.mark.parametrize("error, retried", [
