@@ -36,6 +36,7 @@ from ausynth.tasks.train_classifier import predict_proba, scale, to_tensor
 log = logging.getLogger("ausynth")
 
 BATCH = 64  # source images per generator call (each becomes K images)
+PROGRESS_LINES = 10  # log lines while a large set is generated (90K images take minutes on a CPU)
 LATENT_SEED = 4099  # the noise sequence a kind drawing from noise takes its latent codes from
 
 
@@ -176,8 +177,11 @@ def translate_sources(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     targets = objective.single_targets(k, cfg.intensity, device)
     labels = torch.from_numpy(source_labels).to(device)
     latents = latent_codes(objective.noise_dim, sources, device) if objective.noise_dim else None
-    chunks = []
-    for start in range(0, len(sources), BATCH):
+    chunks, starts = [], range(0, len(sources), BATCH)
+    every = max(1, len(starts) // PROGRESS_LINES)
+    for i, start in enumerate(starts):
+        if i and i % every == 0:
+            log.info("generating: %d of %d images", start * k, len(sources) * k)
         chunk = slice(start, start + BATCH)
         x = latents[chunk] if latents is not None else scale(to_tensor(pool.images[sources[chunk]], device))
         src = labels[chunk]

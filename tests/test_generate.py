@@ -122,6 +122,16 @@ def test_generation_counts_and_labels(kind: str) -> None:
     assert out.meta["generator_kind"] == kind
 
 
+def test_a_large_generation_reports_its_progress(caplog, monkeypatch) -> None:
+    monkeypatch.setattr("ausynth.tasks.generate.BATCH", 2)  # 12 sources: 6 generator calls
+    pool = pool_set(np.zeros((12, 4)))
+    with caplog.at_level("INFO", logger="ausynth"):
+        out = generate_isolated(untrained("em"), pool, GeneratorConfig(kind="em"), count=48, device=CPU)
+    assert len(out) == 48
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("generating:")] == [
+        f"generating: {n} of 48 images" for n in (8, 16, 24, 32, 40)]
+
+
 def test_a_generator_for_other_labels_is_refused() -> None:
     pool = pool_set(np.zeros((2, 4)))
     pool = ImageSet(pool.images, pool.frame.rename(columns={"AU4": "AU9"}), ["AU1", "AU2", "AU3", "AU9"])
