@@ -50,6 +50,6 @@ def _check_neutral_sources(dataset: StoredItem, pool_size: int) -> None:
     neutral = ~kind.present(labelled.labels).any(axis=1)
     if not np.any(neutral):
         raise DataError(f"the generator strategy starts from neutral faces, but none of the {len(labelled)} labelled "
-                        "images has all AUs absent, and there is no neutral set (dataset.neutral) nor an unlabelled pool to find one "
-                        "in: add neutral images (labelled with all AUs 0, a dataset.neutral set, or an unlabelled pool) or "
-                        "drop the generator strategy")
+                        "images has all AUs absent, and there is no neutral set (dataset.neutral) nor an unlabelled "
+                        "pool to find one in: add neutral images (labelled with all AUs 0, a dataset.neutral set, or "
+                        "an unlabelled pool) or drop the generator strategy")

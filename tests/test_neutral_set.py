@@ -116,7 +116,6 @@ def test_limit_counts_neutral_rows(tmp_path) -> None:
 
 def test_a_neutral_set_is_enough_for_the_generator_strategy_without_pool_or_neutral_labels(tmp_path) -> None:
     """Every labelled face shows an AU and there is no pool: only the neutral set has faces to edit."""
-    from ausynth.tasks.errors import DataError
     from ausynth.tasks.preflight import check_inputs
 
     files = faces(tmp_path)
