@@ -1,10 +1,11 @@
-"""Do channels-last memory format or torch.compile speed up training on this CPU?
+"""Do channels-last memory format, torch.compile or bfloat16 autocast speed up training on this CPU?
 
 Times training steps of the AU classifier (small_cnn, 96x96x1, the default batch 32 and the
 thesis' batch 100) and of the EM and the cgan (one critic and one generator update, batch 16,
-base_channels 8; the EM with WGAN-GP, the cgan with bce as toy-quick trains it) in four forms:
-eager (the default contiguous layout, not compiled), channels-last (what ausynth trains in),
-compiled (``torch.compile``, inductor) and both. The forms take turns, round after round, so a change in
+base_channels 8; the EM with WGAN-GP, the cgan with bce as toy-quick trains it) in five forms:
+eager (the default contiguous layout, not compiled), channels-last, compiled (``torch.compile``,
+inductor), both, and channels-last with bfloat16 autocast (what ``amp: true`` means on a CPU with
+native bfloat16, and what ausynth trains in there; the WGAN-GP penalty stays float32). The forms take turns, round after round, so a change in
 the machine's load hits them alike; each figure is the median over rounds, and each ratio is
 against eager measured in the same run.
 
@@ -27,12 +28,13 @@ from torch import nn
 
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.models.au_classifier import AUClassifier
+from ausynth.tasks.device import autocast
 from ausynth.tasks.gan_training import Networks
 from ausynth.tasks.generator_kinds import Architecture, generator_kind
 
-N_AUS, SIZE = 9, 96
-FORMS = {"eager": (False, False), "channels-last": (True, False), "compiled": (False, True),
-         "channels-last + compiled": (True, True)}
+N_AUS, SIZE, CPU = 9, 96, torch.device("cpu")
+FORMS = {"eager": (False, False, False), "channels-last": (True, False, False), "compiled": (False, True, False),
+         "channels-last + compiled": (True, True, False), "channels-last + bfloat16": (True, False, True)}
 
 
 def _layout(channels_last: bool) -> torch.memory_format:
@@ -44,7 +46,7 @@ def _prepare(model: nn.Module, channels_last: bool, compiled: bool) -> nn.Module
     return torch.compile(model) if compiled else model
 
 
-def classifier_step(batch: int, channels_last: bool, compiled: bool) -> Callable[[], None]:
+def classifier_step(batch: int, channels_last: bool, compiled: bool, bf16: bool) -> Callable[[], None]:
     """One training step of the classifier as tasks/train_classifier.py takes it (Adam, BCE on logits)."""
     model = AUClassifier(N_AUS, 1, "small_cnn", 16)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -55,19 +57,22 @@ def classifier_step(batch: int, channels_last: bool, compiled: bool) -> Callable
 
     def step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+        with autocast(CPU, torch.bfloat16 if bf16 else None):
+            logits = net(x)
+        nn.functional.binary_cross_entropy_with_logits(logits.float(), y).backward()
         optimiser.step()
 
     return step
 
 
-def gan_step(kind: str, batch: int, channels_last: bool, compiled: bool) -> Callable[[], None]:
+def gan_step(kind: str, batch: int, channels_last: bool, compiled: bool, bf16: bool) -> Callable[[], None]:
     """One critic and one generator update, as tasks/gan_training.py takes them."""
     cfg = GeneratorConfig(kind=kind, batch_size=batch, adversarial_loss="bce" if kind == "cgan" else "wgan_gp")
     arch = Architecture(kind, "au_presence", cfg.base_channels, cfg.n_res_blocks, (SIZE, SIZE, 1),
                         tuple(f"AU{k}" for k in range(1, N_AUS + 1)),
                         tuple(sorted(generator_kind(kind).options(cfg).items())))
-    nets = Networks(arch, cfg, torch.device("cpu"))
+    nets = Networks(arch, cfg, CPU)
+    nets.autocast = lambda: autocast(CPU, torch.bfloat16 if bf16 else None)
     nets.G = _prepare(nets.G, channels_last, compiled)
     nets.D = nets.D.to(memory_format=_layout(channels_last))
     x = torch.rand(batch, 1, SIZE, SIZE) * 2 - 1

@@ -14,8 +14,9 @@ the threads runner, one per core, one thread each (``EXECUTION``); ``--set`` ove
 Prints, per setting and strategy, F1 / FDR (mean ± sd over seeds, %) beside the thesis'
 figure from MISSION.md, the wall time and the epochs each strategy's models trained, then the
 classifier's training throughput (images/s) and, measured in the same run, the machine's dense
-matmul rate, with the ratio of achieved to available FLOP/s; last, each goal of the science
-issue as met or MISSED with the measured figure.
+float32 matmul rate, with the ratio of achieved to available FLOP/s; last, each goal of the
+science issue as met or MISSED with the measured figure, and the total wall time against the
+scale-out issue's 60 minutes for both 3K settings.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ausynth")  # per-epoch a
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry calls
 
 import pandas as pd
+import torch
 from mlflow import MlflowClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -41,6 +43,7 @@ from ausynth.configs.execution import available_cores  # noqa: E402
 from ausynth.configs.loader import load_config  # noqa: E402
 from ausynth.flows.compare import compare_strategies  # noqa: E402
 from ausynth.models.au_classifier import AUClassifier  # noqa: E402
+from ausynth.tasks.device import mixed_precision, resolve_device  # noqa: E402
 
 STOPPING = ["classifier.monitor=val_f1", "classifier.min_delta=0.001"]
 EXECUTION = ["execution.task_runner=threads", f"execution.workers={available_cores()}", "execution.threads_per_task=1"]
@@ -126,6 +129,7 @@ def main() -> None:
     logging.getLogger("ausynth").setLevel(logging.INFO)
 
     reports, throughput, checks = [], [], []
+    begin = time.perf_counter()
     for setting in args.settings:
         start = time.perf_counter()
         result = compare_strategies(f"toy-paper-{setting}", overrides=args.overrides)
@@ -137,6 +141,10 @@ def main() -> None:
         print(f"{setting}: {time.perf_counter() - start:.0f} s; epochs trained per strategy {epochs}; "
               f"outputs in {result.output_dir}")
 
+    minutes = (time.perf_counter() - begin) / 60
+    if {"3k-medium", "3k-hard"} <= set(args.settings):
+        checks.append(f"3K medium and 3K hard in at most 60 minutes: {'met' if minutes <= 60 else 'MISSED'} "
+                      f"({minutes:.1f} min for {', '.join(args.settings)})")
     cfg = load_config(f"toy-paper-{args.settings[0]}", args.overrides)
     model = AUClassifier(9, 1, cfg.classifier.backbone, cfg.classifier.width)
     flops = training_flops_per_image(model, (1, 96, 96))
@@ -144,8 +152,9 @@ def main() -> None:
     images_per_s = sum(throughput) / len(throughput)
     pd.set_option("display.width", 200)
     print(pd.concat(reports).to_string(index=False))
-    print(f"classifier training: {images_per_s:.0f} images/s x {flops / 1e6:.1f} MFLOP/image = "
-          f"{images_per_s * flops / 1e9:.2f} GFLOP/s")
+    precision = mixed_precision(resolve_device(cfg.device), cfg.classifier.amp) or torch.float32
+    print(f"classifier training ({str(precision).removeprefix('torch.')} forward passes): {images_per_s:.0f} "
+          f"images/s x {flops / 1e6:.1f} MFLOP/image = {images_per_s * flops / 1e9:.2f} GFLOP/s")
     print(f"dense fp32 matmul (2048^2, same run): {gflops:.1f} GFLOP/s")
     print(f"achieved / available compute: {images_per_s * flops / 1e9 / gflops:.1%}")
     print("goals:\n  " + "\n  ".join(checks))

@@ -70,7 +70,7 @@ class GeneratorConfig(Section):
     log_every: PositiveInt = 25
     sample_every: PositiveInt = 100
     checkpoint_every: PositiveInt = 100
-    amp: bool = True  # mixed precision, used only on CUDA
+    amp: bool = True  # mixed precision: float16 on CUDA, bfloat16 on a CPU with native bf16 (tasks/device.py)
 
     intensity: Annotated[float, Field(gt=0, le=1)] = 1.0  # 1.0 toy, 0.7 faces
     # Neutral sources: labelled images with every AU 0, pool images whose every predicted AU is below

@@ -98,6 +98,9 @@ class ClassifierConfig(Section):
     min_delta: Annotated[float, Field(ge=0)] = 0.0
     min_epochs: PositiveInt = 10
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    # mixed-precision training passes: float16 on CUDA, bfloat16 on a CPU with native bf16, else float32
+    # (tasks/device.mixed_precision); validation and predictions stay float32
+    amp: bool = True
 
 
 class AugmentConfig(Section):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +33,7 @@ from ausynth.tasks import label_types
 from ausynth.tasks.checkpoint import (TrainedGenerator, load_generator, read_checkpoint, rng_state,
                                       save_checkpoint, set_rng_state)
 from ausynth.tasks.generator_kinds import Architecture, Objective, generator_kind
-from ausynth.tasks.device import seeded
+from ausynth.tasks.device import autocast, mixed_precision, seeded
 from ausynth.tasks.diversity import diversity
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.statistics import top_cooccurring_pairs
@@ -104,10 +103,11 @@ class Networks:
         self.D = kind.discriminator(arch).to(device, memory_format=torch.channels_last)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
-        amp = cfg.amp and device.type == "cuda"
-        self.autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if amp else nullcontext
-        self.scaler_g = torch.amp.GradScaler("cuda", enabled=amp)
-        self.scaler_d = torch.amp.GradScaler("cuda", enabled=amp)
+        self.precision = mixed_precision(device, cfg.amp)
+        self.autocast = lambda: autocast(device, self.precision)
+        scaled = self.precision == torch.float16  # bfloat16 has float32's range: no loss scaling
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=scaled)
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaled)
 
     def state(self) -> dict:
         return {"generator": self.G.state_dict(), "discriminator": self.D.state_dict(),

@@ -26,7 +26,7 @@ from torch import nn
 from ausynth.configs.schema import ClassifierConfig
 from ausynth.models.au_classifier import AUClassifier
 from ausynth.tasks import label_types
-from ausynth.tasks.device import seeded
+from ausynth.tasks.device import autocast, mixed_precision, seeded
 from ausynth.tasks.imageset import ImageSet
 
 log = logging.getLogger("ausynth")
@@ -89,16 +89,26 @@ def predict_proba(model: nn.Module, images: np.ndarray | torch.Tensor, device: t
     return kind.activate(_outputs(model, images, device, batch_size)).numpy()
 
 
-def _run_epoch(model, optimizer, loss_fn, images, targets, batch_size, generator) -> float:
+def _run_epoch(model, optimizer, loss_fn, images, targets, batch_size, generator,
+               precision: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> float:
+    """One pass over the training images in a random order; the forward pass runs in ``precision``
+    (autocast; None: float32), the loss in float32, the backward pass through ``scaler`` if given."""
     model.train()
     order = torch.randperm(len(images), generator=generator).to(images.device)
     total = 0.0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        loss = loss_fn(model(scale(images[idx])), targets[idx])
+        with autocast(images.device, precision):
+            logits = model(scale(images[idx]))
+        loss = loss_fn(logits.float(), targets[idx])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         total += loss.item() * len(idx)
     return total / len(order)
 
@@ -165,9 +175,12 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
     loss_fn = kind.loss(cfg.loss)
     images, targets = to_tensor(train.images, device), torch.from_numpy(train.labels).to(device)
     generator = torch.Generator().manual_seed(seed)
+    precision = mixed_precision(device, cfg.amp)
+    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None
 
     def run_epoch() -> dict[str, float]:
-        return {"train_loss": _run_epoch(model, optimizer, loss_fn, images, targets, cfg.batch_size, generator)}
+        return {"train_loss": _run_epoch(model, optimizer, loss_fn, images, targets, cfg.batch_size, generator,
+                                         precision, scaler)}
 
     return fit_with_early_stopping(model, run_epoch, len(images), val, cfg, loss_fn, on_epoch, desc)
 
