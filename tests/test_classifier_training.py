@@ -176,3 +176,39 @@ def test_a_classifier_trained_beside_other_seeding_threads_gets_the_same_weights
         sys.setswitchinterval(switch)
     for state in beside:
         assert all(torch.equal(state[k], alone[k]) for k in alone)
+
+
+@pytest.mark.parametrize(("device", "avx512_bf16", "amx", "expected"), [
+    ("cpu", True, False, torch.bfloat16), ("cpu", False, True, torch.bfloat16), ("cpu", False, False, None),
+    ("cuda", False, False, torch.float16), ("mps", True, True, None)])
+def test_amp_resolves_to_the_precision_the_device_computes_natively(monkeypatch, device, avx512_bf16, amx, expected):
+    from ausynth.tasks.device import mixed_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert mixed_precision(torch.device(device), True) is expected
+    assert mixed_precision(torch.device(device), False) is None
+
+
+def test_amp_trains_in_bfloat16_and_still_learns(data, monkeypatch):
+    """With amp on a bf16 CPU the training passes' outputs are bfloat16 (validation stays float32), and the
+    model learns as the float32 one does."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    seen: dict[bool, set] = {True: set(), False: set()}
+    original = tc.AUClassifier.forward
+
+    def spy(self, x):
+        out = original(self, x)
+        seen[self.training].add(out.dtype)
+        return out
+
+    monkeypatch.setattr(tc.AUClassifier, "forward", spy)
+    cfg = quick(max_epochs=15, lr=1e-2, batch_size=16, loss="bce", monitor="val_f1", patience=15)
+    mixed = tc.train_classifier(*data, cfg, 0, CPU)
+    assert seen == {True: {torch.bfloat16}, False: {torch.float32}}
+    full = tc.train_classifier(*data, cfg.model_copy(update={"amp": False}), 0, CPU)
+    assert seen[True] == {torch.bfloat16, torch.float32}
+    for trained in (mixed, full):
+        assert trained.history[trained.best_epoch - 1]["val_f1"] > 0.9
+    assert any(not torch.equal(a, b) for a, b in zip(mixed.model.state_dict().values(),
+                                                     full.model.state_dict().values()))

@@ -285,3 +285,25 @@ def test_a_generator_entry_without_its_checkpoint_is_rebuilt(stage_inputs, tmp_p
     trained.path.unlink()
     rebuilt = generator_stage.fit_generator(cfg, dataset, pool_scores)
     assert read_checkpoint(rebuilt.path)["step"] == cfg.generator.steps
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_amp_trains_the_generator_in_bfloat16_on_a_bf16_cpu(tmp_path: Path, monkeypatch, amp: bool) -> None:
+    """The training passes run in bfloat16 (no loss scaling: bf16 has float32's range); the checkpoint's
+    weights stay float32."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    kind = generator_kind("em")
+    seen: set[torch.dtype] = set()
+    build = kind.generator
+
+    def spied(arch):
+        model = build(arch)
+        model.register_forward_hook(lambda module, args, out: seen.add(out.dtype) if module.training else None)
+        return model
+
+    monkeypatch.setattr(type(kind), "generator", lambda self, arch: spied(arch))
+    trained = train_gan(grid_set(16), tiny(kind="em", steps=2, amp=amp), seed=0, device=CPU, out_dir=tmp_path)
+    assert seen == ({torch.bfloat16} if amp else {torch.float32})
+    state = read_checkpoint(tmp_path / CHECKPOINT)
+    assert state["scaler_g"] == {} and all(v.dtype == torch.float32 for v in trained.model.state_dict().values()
+                                           if v.is_floating_point())
