@@ -1,9 +1,10 @@
 """Scaling: one comparison on each task runner, and classifier training beside a busy neighbour.
 
-1. **Runners.** The same small but complete comparison (toy-quick, all four strategies, 2 seeds,
-   fewer epochs and generator steps) with ``execution.task_runner`` sequential, threads and dask
-   (``workers`` 2, ``threads_per_task`` 1), each in a fresh workspace and its own process, timed
-   from the flow's call to its return (Dask's cluster start-up included). Also sequential with
+1. **Runners.** The comparison ``make run`` runs (toy-quick: all four strategies, 2 seeds, the
+   1200-step cgan) with ``execution.task_runner`` sequential, threads and dask (``workers`` 2,
+   ``threads_per_task`` 1), each in a fresh workspace and its own process, timed from the flow's
+   call to its return (Dask's cluster start-up included); ``--set`` reduces it (e.g.
+   ``--set classifier.max_epochs=8 --set generator.steps=60``, the size measured before 2026-11-24). Also sequential with
    ``threads_per_task`` = all cores: how every run executed before the execution settings existed.
    Prints wall times, the ratio to sequential and whether the comparison tables are identical.
 2. **A busy neighbour.** One classifier training (toy data, thesis network) in a fresh process,
@@ -38,8 +39,6 @@ RUNNERS = {  # name -> execution overrides
     "threads": ["execution.task_runner=threads", "execution.workers=2", "execution.threads_per_task=1"],
     "dask": ["execution.task_runner=dask", "execution.workers=2", "execution.threads_per_task=1"],
 }
-COMPARISON = ["seeds=[0,1]", "classifier.max_epochs=8", "classifier.patience=3", "generator.steps=60",
-              "generator.log_every=20", "generator.sample_every=60", "generator.checkpoint_every=60"]
 
 
 # ------------------------------------------------------------------------------ child processes
@@ -49,8 +48,7 @@ def run_comparison(runner: str, workspace: str, extra: list[str]) -> None:
     from ausynth.flows.compare import compare_strategies
 
     start = time.perf_counter()
-    result = compare_strategies("toy-quick", overrides=[*COMPARISON, *RUNNERS[runner], f"workspace={workspace}",
-                                                        *extra])
+    result = compare_strategies("toy-quick", overrides=[*RUNNERS[runner], f"workspace={workspace}", *extra])
     seconds = time.perf_counter() - start
     print("RESULT " + json.dumps({"seconds": seconds, "table": result.table.to_json(double_precision=15)}),
           flush=True)
@@ -97,7 +95,7 @@ def child(args: list[str], env: dict[str, str] | None = None, timeout: float = 3
 def runners(names: list[str], extra: list[str], root: Path) -> None:
     import pandas as pd
 
-    print(f"== 1. one comparison per runner: toy-quick {' '.join(COMPARISON + extra)}")
+    print(f"== 1. one comparison per runner: toy-quick {' '.join(extra)}")
     results = {}
     for name in names:
         results[name] = child(["--child-comparison", name, str(root / name), *extra])

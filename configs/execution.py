@@ -59,9 +59,13 @@ class ExecutionConfig(Section):
     slow training down 20-40x). The default is the same for every runner, ``sequential`` too,
     because torch's results depend (in the last digits) on the thread count: with the same
     ``workers`` and ``threads_per_task``, every runner computes the very same numbers.
+
+    The default is ``threads``: it computes exactly what ``sequential`` computes
+    (``tests/test_execution.py``) and keeps every core busy while the DAG has independent tasks,
+    with no worker processes to start.
     """
 
-    task_runner: TaskRunner = "sequential"
+    task_runner: TaskRunner = "threads"
     workers: Annotated[int, Field(ge=1, le=256)] = 2
     threads_per_task: PositiveInt | None = None
     dask_address: str | None = None
