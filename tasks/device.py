@@ -44,10 +44,10 @@ def mixed_precision(device: torch.device, enabled: bool) -> torch.dtype | None:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     """``torch.autocast`` to ``dtype`` on the device's type; no change where ``dtype`` is None.
 
-    Without autocast's weight cache: with tasks on threads of one process, a cached low-precision copy
-    of a weight outlived its context and its optimiser step (the cgan's generator came out different
-    from run to run on the threads runner, and equal to the sequential run's without the cache), and
-    each of our contexts runs one forward pass, so the cache saved nothing.
+    Without autocast's weight cache: with it, the cgan's generator came out different from run to run
+    on the threads runner (2 of 3 runs; likely a cached low-precision copy of a weight outliving its
+    optimiser step while another task held an autocast context), and without it equal to the
+    sequential run's (3 of 3). Each of our contexts runs one forward pass, so the cache saved nothing.
     """
     return torch.autocast(device.type, dtype=dtype, cache_enabled=False) if dtype is not None else nullcontext()
 
