@@ -4,8 +4,9 @@
    1200-step cgan) with ``execution.task_runner`` sequential, threads and dask (``workers`` 2,
    ``threads_per_task`` 1), each in a fresh workspace and its own process, timed from the flow's
    call to its return (Dask's cluster start-up included); ``--set`` reduces it (e.g.
-   ``--set classifier.max_epochs=8 --set generator.steps=60``, the size measured before 2026-11-24). Also sequential with
-   ``threads_per_task`` = all cores: how every run executed before the execution settings existed.
+   ``--set classifier.max_epochs=8 --set generator.steps=60``, the size measured before
+   2026-11-24). Also sequential with ``threads_per_task`` = all cores: how every run executed
+   before the execution settings existed.
    Prints wall times, the ratio to sequential and whether the comparison tables are identical.
 2. **A busy neighbour.** One classifier training (toy data, thesis network) in a fresh process,
    with torch's default threads (all cores) and with 1 thread, on a quiet machine and beside a

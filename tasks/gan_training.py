@@ -33,7 +33,7 @@ from ausynth.tasks import label_types
 from ausynth.tasks.checkpoint import (TrainedGenerator, load_generator, read_checkpoint, rng_state,
                                       save_checkpoint, set_rng_state)
 from ausynth.tasks.generator_kinds import Architecture, Objective, generator_kind
-from ausynth.tasks.device import autocast, mixed_precision, seeded
+from ausynth.tasks.device import autocast, grad_scaler, mixed_precision, seeded
 from ausynth.tasks.diversity import diversity
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.statistics import top_cooccurring_pairs
@@ -105,9 +105,8 @@ class Networks:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.precision = mixed_precision(device, cfg.amp)
         self.autocast = lambda: autocast(device, self.precision)
-        scaled = self.precision == torch.float16  # bfloat16 has float32's range: no loss scaling
-        self.scaler_g = torch.amp.GradScaler(device.type, enabled=scaled)
-        self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaled)
+        self.scaler_g = grad_scaler(device, self.precision)
+        self.scaler_d = grad_scaler(device, self.precision)
 
     def state(self) -> dict:
         return {"generator": self.G.state_dict(), "discriminator": self.D.state_dict(),

@@ -26,7 +26,7 @@ from torch import nn
 from ausynth.configs.schema import ClassifierConfig
 from ausynth.models.au_classifier import AUClassifier
 from ausynth.tasks import label_types
-from ausynth.tasks.device import autocast, mixed_precision, seeded
+from ausynth.tasks.device import autocast, grad_scaler, mixed_precision, seeded
 from ausynth.tasks.imageset import ImageSet
 
 log = logging.getLogger("ausynth")
@@ -90,9 +90,10 @@ def predict_proba(model: nn.Module, images: np.ndarray | torch.Tensor, device: t
 
 
 def _run_epoch(model, optimizer, loss_fn, images, targets, batch_size, generator,
-               precision: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> float:
+               precision: torch.dtype | None, scaler: torch.amp.GradScaler) -> float:
     """One pass over the training images in a random order; the forward pass runs in ``precision``
-    (autocast; None: float32), the loss in float32, the backward pass through ``scaler`` if given."""
+    (autocast; None: float32), the loss in float32, the backward pass through ``scaler``
+    (``device.grad_scaler``: a pass-through unless ``precision`` is float16)."""
     model.train()
     order = torch.randperm(len(images), generator=generator).to(images.device)
     total = 0.0
@@ -102,13 +103,9 @@ def _run_epoch(model, optimizer, loss_fn, images, targets, batch_size, generator
             logits = model(scale(images[idx]))
         loss = loss_fn(logits.float(), targets[idx])
         optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         total += loss.item() * len(idx)
     return total / len(order)
 
@@ -176,7 +173,7 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
     images, targets = to_tensor(train.images, device), torch.from_numpy(train.labels).to(device)
     generator = torch.Generator().manual_seed(seed)
     precision = mixed_precision(device, cfg.amp)
-    scaler = torch.amp.GradScaler(device.type) if precision == torch.float16 else None
+    scaler = grad_scaler(device, precision)
 
     def run_epoch() -> dict[str, float]:
         return {"train_loss": _run_epoch(model, optimizer, loss_fn, images, targets, cfg.batch_size, generator,
