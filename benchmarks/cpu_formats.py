@@ -6,8 +6,8 @@ base_channels 8; the EM with WGAN-GP, the cgan with bce as toy-quick trains it) 
 eager (the default contiguous layout, not compiled), channels-last, compiled (``torch.compile``,
 inductor), both, and channels-last with bfloat16 autocast (what ``amp: true`` means on a CPU with
 native bfloat16, and what ausynth trains in there; the WGAN-GP penalty stays float32). The forms
-take turns, round after round, so a change in the machine's load hits them alike; each figure is the median over rounds, and each ratio is
-against eager measured in the same run.
+take turns, round after round, so a change in the machine's load hits them alike; each figure
+is the median over rounds, and each ratio is against eager measured in the same run.
 
 Critics are never compiled: the WGAN-GP penalty differentiates through the critic's gradient
 (double backward), which torch.compile does not support; only the generators are.
