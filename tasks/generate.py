@@ -26,6 +26,7 @@ from torch import nn
 
 from ausynth.configs.generator import GeneratorConfig
 from ausynth.tasks.checkpoint import TrainedGenerator
+from ausynth.tasks.device import autocast, mixed_precision
 from ausynth.tasks.diversity import diversity
 from ausynth.tasks.errors import DataError
 from ausynth.tasks.gan_training import translate
@@ -35,7 +36,9 @@ from ausynth.tasks.train_classifier import predict_proba, scale, to_tensor
 
 log = logging.getLogger("ausynth")
 
-BATCH = 64  # source images per generator call (each becomes K images)
+# Generated images per generator call, at most: on a CPU a call of 64 keeps its activations in cache,
+# 2.5x faster than the 576 of 64 sources x 9 AUs (the EM at 96x96, 1 thread, float32; 4.3x in bfloat16).
+IMAGES_PER_CALL = 64
 PROGRESS_LINES = 10  # log lines while a large set is generated (90K images take minutes on a CPU)
 LATENT_SEED = 4099  # the noise sequence a kind drawing from noise takes its latent codes from
 
@@ -169,7 +172,9 @@ def translate_sources(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     The label asked for is at ``cfg.intensity`` for the EM (graded AUs); StarGAN's domains are
     binary, so it asks for presence (1). Rows keep the source's subject and its pool row
     (``source_index``) and name the label asked for (``target``). For a kind that draws from noise
-    the sources are latent codes (``latent_codes``) and the subject names the kind.
+    the sources are latent codes (``latent_codes``) and the subject names the kind. The generator runs
+    in the precision that ``cfg.amp`` trains it in (``device.mixed_precision``), on at most
+    ``IMAGES_PER_CALL`` images at a time.
     """
     arch = generator.architecture
     k = len(pool.label_columns)
@@ -177,16 +182,19 @@ def translate_sources(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     targets = objective.single_targets(k, cfg.intensity, device)
     labels = torch.from_numpy(source_labels).to(device)
     latents = latent_codes(objective.noise_dim, sources, device) if objective.noise_dim else None
-    chunks, starts = [], range(0, len(sources), BATCH)
+    precision = mixed_precision(device, cfg.amp)
+    per_call = max(1, IMAGES_PER_CALL // k)  # sources per call
+    chunks, starts = [], range(0, len(sources), per_call)
     every = max(1, len(starts) // PROGRESS_LINES)
     for i, start in enumerate(starts):
         if i and i % every == 0:
             log.info("generating: %d of %d images", start * k, len(sources) * k)
-        chunk = slice(start, start + BATCH)
+        chunk = slice(start, start + per_call)
         x = latents[chunk] if latents is not None else scale(to_tensor(pool.images[sources[chunk]], device))
         src = labels[chunk]
-        out = translate(generator.model, objective, x.repeat_interleave(k, 0), src.repeat_interleave(k, 0),
-                        targets.repeat(len(x), 1))
+        with autocast(device, precision):
+            out = translate(generator.model, objective, x.repeat_interleave(k, 0), src.repeat_interleave(k, 0),
+                            targets.repeat(len(x), 1))
         chunks.append(((out.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
     meta = {**pool.meta, "generator_kind": arch.kind, "generator_checkpoint": str(generator.checkpoint),
             "generator_step": generator.step, "target_value": float(targets.max())}

@@ -95,6 +95,15 @@ def test_the_registry_names_every_strategy_and_what_it_needs():
         strategy("pseudo")
 
 
+def test_the_baselines_short_trainings_are_submitted_last():
+    from ausynth.flows.compare import longest_first
+
+    chosen = [strategy(name) for name in ("supervised", "upsample", "generator")]
+    order = [(s.name, seed) for s, seed in longest_first(chosen, [0, 1])]
+    assert order == [("upsample", 0), ("upsample", 1), ("generator", 0), ("generator", 1),
+                     ("supervised", 0), ("supervised", 1)]
+
+
 def test_supervised_adds_nothing_and_upsample_adds_exactly_size_rows_from_train(toy, tmp_path):
     cfg = _config(tmp_path, "augment.size=500", "dataset.unlabelled=500")
     train, _ = datasets.train_val(toy["labelled"])

@@ -123,7 +123,7 @@ def test_generation_counts_and_labels(kind: str) -> None:
 
 
 def test_a_large_generation_reports_its_progress(caplog, monkeypatch) -> None:
-    monkeypatch.setattr("ausynth.tasks.generate.BATCH", 2)  # 12 sources: 6 generator calls
+    monkeypatch.setattr("ausynth.tasks.generate.IMAGES_PER_CALL", 8)  # 2 sources of 4 labels a call: 6 calls
     pool = pool_set(np.zeros((12, 4)))
     with caplog.at_level("INFO", logger="ausynth"):
         out = generate_isolated(untrained("em"), pool, GeneratorConfig(kind="em"), count=48, device=CPU)
