@@ -70,7 +70,9 @@ class GeneratorConfig(Section):
     log_every: PositiveInt = 25
     sample_every: PositiveInt = 100
     checkpoint_every: PositiveInt = 100
-    amp: bool = True  # mixed precision: float16 on CUDA, bfloat16 on a CPU with native bf16 (tasks/device.py)
+    # mixed precision, in training and in generation: float16 on CUDA, bfloat16 on a CPU with native bf16
+    # (tasks/device.py), else float32
+    amp: bool = True
 
     intensity: Annotated[float, Field(gt=0, le=1)] = 1.0  # 1.0 toy, 0.7 faces
     # Neutral sources: labelled images with every AU 0, pool images whose every predicted AU is below

@@ -9,7 +9,8 @@
 - ``threads``: Prefect's ``ThreadPoolTaskRunner``. Each submitted task gets a thread at once and
   waits there for its inputs; only ``workers`` of them compute at a time (``Slots``), so a task
   waiting for its inputs never holds a worker. When several are ready, the one submitted first
-  goes first: the generator, submitted before the strategies' classifiers, never waits behind them.
+  goes first: the generator, submitted before the strategies' classifiers, never waits behind them,
+  and the baseline's short trainings, submitted last (``flows/compare.longest_first``), fill the end.
 - ``dask``: prefect-dask's ``DaskTaskRunner``, on a local cluster of ``workers`` worker processes
   with one task thread each (``local_cluster``), or on the cluster whose scheduler is at
   ``execution.dask_address``. Dask waits for inputs itself; submission order becomes Dask's
