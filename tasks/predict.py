@@ -130,7 +130,9 @@ def from_registry(text: str, uri: str) -> Classifier:
         raise ModelError(_not_registered(client, name, alias, version, uri)) from None
     where = f"registered model {name} version {found.version}"
     model_uri = f"models:/{name}/{found.version}"
-    device = resolve_device("auto")
+    # The registry holds programs exported with torch.export from the CPU: their weights stay where they were
+    # traced (MLflow refuses to move them), so they score on the CPU on a GPU machine too.
+    device = torch.device("cpu")
     with fluent_api_at(uri):
         record = _record(mlflow.models.get_model_info(model_uri).metadata, where,
                          f"Run its comparison again and give the version it registers ({name}/<version>): "

@@ -83,6 +83,22 @@ def fluent_api_at(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(before)
 
 
+@contextmanager
+def cpu_prediction() -> Iterator[None]:
+    """MLflow's own check of a logged model loads it on CUDA wherever a GPU is visible, but an exported
+    program keeps the CPU weights it was traced with and cannot move: inside the block the check (and any
+    pyfunc load) uses the CPU, unless ``MLFLOW_DEFAULT_PREDICTION_DEVICE`` already says otherwise."""
+    key = "MLFLOW_DEFAULT_PREDICTION_DEVICE"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = "cpu"
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, saying what to do, when the tracking store is unusable.
 
@@ -320,7 +336,7 @@ class Tracker:
         model = model.cpu().eval()
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
-        with fluent_api_at(self.uri), mlflow.start_run(run_id=run_id):  # mlflow.pytorch needs an active run
+        with fluent_api_at(self.uri), cpu_prediction(), mlflow.start_run(run_id=run_id):  # needs an active run
             info = mlflow.pytorch.log_model(model, name=name, signature=infer_signature(example, output),
                                             input_example=example, metadata=metadata,
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])

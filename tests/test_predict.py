@@ -11,7 +11,7 @@ from PIL import Image
 
 from ausynth.flows.cli import main
 from ausynth.flows.compare import compare_strategies
-from ausynth.tasks import classifiers, datasets
+from ausynth.tasks import classifiers, datasets, predict
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.store import StoredItem
 from ausynth.tasks.train_classifier import predict_proba
@@ -73,6 +73,16 @@ def test_openface_columns_a_row_per_image_and_the_models_own_scores(trained, tmp
     expected = own_scores(model_dir, images)
     np.testing.assert_allclose(faces[[f"{au}_p" for au in AUS]].to_numpy(), expected, atol=1e-5)
     assert (faces[[f"{au}_c" for au in AUS]].to_numpy() == (expected >= 0.5)).all()
+
+
+def test_a_registered_model_scores_on_the_cpu_where_a_gpu_is_visible(trained, monkeypatch):
+    """Its exported program keeps the CPU weights it was traced with (MLflow will not move them): on a GPU
+    machine the inputs must stay on the CPU too, or the first forward pass fails."""
+    workspace, _, images, model_dir = trained
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    found = predict.load(MODEL, f"sqlite:///{workspace / 'mlflow.db'}")
+    assert found.device == torch.device("cpu")
+    np.testing.assert_allclose(predict.score(found, images), own_scores(model_dir, images), atol=1e-5)
 
 
 def test_the_model_brings_its_crop_settings_and_only_the_backend_may_change(trained, tmp_path):

@@ -88,3 +88,20 @@ def test_a_champion_alias_lost_to_a_simultaneous_run_is_retried_against_the_new_
         version = tracker.register(parent, "race-model", child, uri, 0.5, "test-a", {"strategy": "supervised"})
     assert refusals == [version]
     assert str(tracker.client.get_model_version_by_alias("race-model", "champion").version) == version
+
+
+def test_a_model_logged_where_a_gpu_is_visible_validates_its_input_example_on_the_cpu(tiny_config, tmp_path,
+                                                                                       monkeypatch, caplog):
+    """MLflow checks a logged model by loading it on CUDA when a GPU is visible, but the exported program
+    holds the CPU weights it was traced with: without a CPU default the check failed with a long warning for
+    every classifier of a GPU run."""
+    import numpy as np
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    tracker = Tracker(tiny_config)
+    with tracked_run(tracker, tmp_path) as parent:
+        child, _ = tracker.child_run(parent, "supervised", 0)
+        tracker.log_classifier(child, torch.nn.Linear(4, 2), np.zeros((1, 4), np.float32), "model", {})
+    assert "Failed to validate serving input example" not in caplog.text
+    assert "MLFLOW_DEFAULT_PREDICTION_DEVICE" not in os.environ
