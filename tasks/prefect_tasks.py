@@ -134,8 +134,9 @@ def generated_task(cfg: ExperimentConfig, dataset: StoredItem, generator: Stored
         tracker = Tracker(cfg)
         tracker.log_metrics(run_id, {f"generated/{k}": float(v) for k, v in summary.items()
                                      if isinstance(v, (int, float))})
-        for name in ("quality.csv", "examples.png", "summary.json"):
-            tracker.client.log_artifact(run_id, str(generated.path / name), "generated")
+        for name in ("quality.csv", "sources.csv", "examples.png", "summary.json"):
+            if (generated.path / name).is_file():  # a kind that draws from noise has no sources.csv
+                tracker.client.log_artifact(run_id, str(generated.path / name), "generated")
         log.info("generated %d images; %.1f%% show the target label and no other", summary["images"],
                  100 * summary["pass_rate"])
         return generated
