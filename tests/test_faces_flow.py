@@ -68,9 +68,11 @@ def test_ckplus_au_comparison_runs_end_to_end_with_jaffe_neutral_sources(tmp_pat
     quality = pd.read_csv(generated / "quality.csv", index_col=0)
     assert len(quality) == 24 and (quality["images"] == 2).all()  # 48 images, one AU each, 24 AUs
     assert {"pass_rate", "real_pass_rate", "real_images", "change_inside", "change_outside"} <= set(quality.columns)
-    assert (pd.read_csv(generated / "sources.csv", index_col=0)["sources"] <= 4).all()  # their predicted AUs
     assert json.loads((generated / "summary.json").read_text())["images"] == 48
     made = pd.read_parquet(next((tmp_path / "ws" / "store" / "generated").glob("*/images/manifest.parquet")))
+    sources = pd.read_csv(generated / "sources.csv", index_col=0)  # the sources' predicted AU profile, per AU
+    assert list(sources.index) == list(quality.index) and {"mean", "max"} <= set(sources.columns)
+    assert (sources["sources"] == made["source_index"].nunique()).all()
     jaffe_subjects = set(pd.read_csv(jaffe / "labels.csv")["subject"])
     assert set(made["subject"]) <= jaffe_subjects  # edited from JAFFE's neutral faces, not from LFW
     assert made[quality.index].max(axis=1).eq(0.7).all()  # one AU each, at the faces' intensity
