@@ -146,7 +146,7 @@ def main() -> None:
         checks.append(f"3K medium and 3K hard in at most 60 minutes: {'met' if minutes <= 60 else 'MISSED'} "
                       f"({minutes:.1f} min for {', '.join(args.settings)})")
     cfg = load_config(f"toy-paper-{args.settings[0]}", args.overrides)
-    model = AUClassifier(9, 1, cfg.classifier.backbone, cfg.classifier.width)
+    model = AUClassifier(9, 1, cfg.classifier.backbone, cfg.classifier.width, input_size=cfg.classifier.input_size)
     flops = training_flops_per_image(model, (1, 96, 96))
     gflops = matmul_gflops()
     images_per_s = sum(throughput) / len(throughput)

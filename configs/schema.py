@@ -88,6 +88,9 @@ class ClassifierConfig(Section):
 
     backbone: Literal["small_cnn", "resnet18"] = "small_cnn"
     width: PositiveInt = 16
+    # the side the backbone sees: larger images are area-averaged down to it inside the model (None: their
+    # own size). Averaging pools pixel noise finer than the pattern: toy-paper uses 24 (4x4 blocks of 96 px)
+    input_size: PositiveInt | None = None
     loss: Literal["mse", "bce", "ccc"] = "bce"
     optimizer: Literal["radam", "adam"] = "adam"
     lr: Annotated[float, Field(gt=0)] = 1e-3

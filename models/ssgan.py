@@ -21,13 +21,15 @@ UPSAMPLINGS = 3  # the generator starts at 1/8 of the image side
 class SemiSupervisedDiscriminator(nn.Module):
     """x in [-1, 1] (N, C, H, W) -> (real/fake logits (N,), label logits (N, K))."""
 
-    def __init__(self, n_outputs: int, in_channels: int, backbone: str, width: int, label_type: str) -> None:
+    def __init__(self, n_outputs: int, in_channels: int, backbone: str, width: int, label_type: str,
+                 input_size: int | None = None) -> None:
         super().__init__()
-        self.classifier = AUClassifier(n_outputs, in_channels, backbone, width, label_type=label_type)
+        self.classifier = AUClassifier(n_outputs, in_channels, backbone, width, label_type=label_type,
+                                       input_size=input_size)
         self.source = nn.Linear(self.classifier.backbone.out_features, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.classifier.backbone(x)
+        features = self.classifier.features(x)
         return self.source(features).squeeze(1), self.classifier.head(features)
 
 

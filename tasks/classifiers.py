@@ -81,7 +81,8 @@ def fit_classifier(cfg: ExperimentConfig, strategy: Strategy, seed: int, inputs:
                 "epochs": len(trained.history), "n_train": len(train) + n_added, "n_added": n_added,
                 "images_per_second": trained.images_per_second, "n_outputs": len(train.label_columns),
                 "in_channels": train.image_shape[-1], "backbone": cfg.classifier.backbone,
-                "width": cfg.classifier.width, "label_columns": train.label_columns,
+                "width": cfg.classifier.width, "input_size": cfg.classifier.input_size,
+                "label_columns": train.label_columns,
                 "label_type": trained.model.label_type, "device": str(device),
                 "never_learnt": trained.never_learnt,
                 "never_learnt_reason": trained.never_learnt_reason, "stopped_early": trained.stopped_early,
@@ -100,7 +101,7 @@ def read_info(model: StoredItem) -> dict:
 def load_classifier(model: StoredItem, device: torch.device) -> AUClassifier:
     info = read_info(model)
     net = AUClassifier(info["n_outputs"], info["in_channels"], info["backbone"], info["width"],
-                       label_type=info["label_type"])
+                       label_type=info["label_type"], input_size=info.get("input_size"))
     try:
         net.load_state_dict(torch.load(model.path / WEIGHTS, map_location=device, weights_only=True))
     except (RuntimeError, OSError, EOFError) as err:

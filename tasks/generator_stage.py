@@ -45,7 +45,7 @@ def fit_oracle(cfg: ExperimentConfig, dataset: StoredItem) -> StoredItem:
     if not isinstance(cfg.dataset, ToyDatasetConfig):
         return fit_classifier(cfg, BASELINE, ORACLE_SEED, Inputs(dataset))
     profile = ClassifierConfig(backbone=cfg.classifier.backbone, width=cfg.classifier.width,
-                               threshold=cfg.classifier.threshold)
+                               input_size=cfg.classifier.input_size, threshold=cfg.classifier.threshold)
     independent = datasets.prepare_independent_toy(cfg, ORACLE_SEED)
     return fit_classifier(cfg.model_copy(update={"classifier": profile}), BASELINE, ORACLE_SEED, Inputs(independent))
 

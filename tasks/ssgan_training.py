@@ -58,7 +58,7 @@ class SemiSupervisedGAN:
         kind = label_types.of(train)
         with seeded(seed):
             self.D = SemiSupervisedDiscriminator(len(train.label_columns), train.image_shape[-1], classifier.backbone,
-                                                 classifier.width, kind.name).to(device)
+                                                 classifier.width, kind.name, classifier.input_size).to(device)
             self.G = NoiseGenerator(cfg.noise_dim, train.image_shape, cfg.base_channels).to(device)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)

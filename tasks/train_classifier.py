@@ -169,7 +169,7 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
     check_columns(train, val)
     with seeded(seed):  # the initial weights, safe from tasks on other threads drawing at the same time
         model = AUClassifier(len(train.label_columns), train.image_shape[-1], cfg.backbone, cfg.width,
-                             label_type=kind.name)
+                             label_type=kind.name, input_size=cfg.input_size)
     # channels-last: 2.0x (batch 32) and 1.5x (batch 100) the training images/s of the default layout on
     # this CPU (benchmarks/cpu_formats.py); a 1-channel batch already is in that layout.
     model = model.to(device, memory_format=torch.channels_last)

@@ -45,6 +45,15 @@ def test_classifier_outputs_one_score_per_au(backbone, channels, size):
     assert net(torch.zeros(2, channels, size, size)).shape == (2, 9)
 
 
+def test_a_classifier_with_an_input_size_scores_images_area_averaged_to_it():
+    """96 px images reach the backbone as 4x4 block means: the same scores as the block-averaged images."""
+    net = AUClassifier(9, 1, width=4, input_size=24).eval()
+    images = torch.rand(3, 1, 96, 96)
+    blocks = images.reshape(3, 1, 24, 4, 24, 4).mean((3, 5))
+    torch.testing.assert_close(net(images), net(blocks))
+    torch.testing.assert_close(net(images), net.head(net.backbone(blocks)))
+
+
 @pytest.mark.parametrize("loss", ["mse", "bce"])
 def test_training_learns_the_clean_toy_set(toy, loss):
     train, val = datasets.train_val(toy["labelled"])
@@ -218,3 +227,16 @@ def test_fit_classifier_stores_once_and_evaluate_scores_the_test_set(tmp_path):
 def test_predict_proba_is_in_unit_range(toy):
     probs = predict_proba(AUClassifier(9, 1, width=4), toy["test"].images, CPU)
     assert probs.shape == (45, 9) and (probs >= 0).all() and (probs <= 1).all()
+
+
+def test_a_stored_classifier_comes_back_with_its_input_size(tmp_path):
+    cfg = _config(tmp_path, "classifier.input_size=24")
+    dataset = datasets.prepare_dataset(cfg)
+    model = classifiers.fit_classifier(cfg, BASELINE, 0, Inputs(dataset))
+    assert json.loads((model.path / "info.json").read_text())["input_size"] == 24
+    net = classifiers.load_classifier(model, CPU)
+    assert net.input_size == 24
+    test = datasets.load_set(dataset, "test")
+    trained = train_classifier(*datasets.train_val(datasets.load_set(dataset, "labelled")), cfg.classifier, 0, CPU)
+    np.testing.assert_allclose(predict_proba(net, test.images, CPU), predict_proba(trained.model, test.images, CPU),
+                               atol=1e-6)
