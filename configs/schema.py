@@ -101,6 +101,10 @@ class ClassifierConfig(Section):
     min_delta: Annotated[float, Field(ge=0)] = 0.0
     min_epochs: PositiveInt = 10
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    # std of Gaussian noise added afresh to every training image in every pass, on the [-1, 1] scale the network
+    # sees, before ``input_size`` averaging; never at validation or prediction. A regulariser for few noisy
+    # images, which a network otherwise memorises noise and all (README, *Noise injection at 3K hard*)
+    input_noise: Annotated[float, Field(ge=0)] = 0.0
     # mixed-precision training passes: float16 on CUDA, bfloat16 on a CPU with native bf16, else float32
     # (tasks/device.mixed_precision); validation and predictions stay float32
     amp: bool = True

@@ -29,7 +29,7 @@ from ausynth.tasks import label_types
 from ausynth.tasks.device import seeded
 from ausynth.tasks.imageset import ImageSet
 from ausynth.tasks.train_classifier import (EpochCallback, TrainedClassifier, check_columns, fit_with_early_stopping,
-                                            scale, to_tensor)
+                                            scale, to_tensor, with_noise)
 
 
 def adversarial_losses(source: torch.Tensor, n_labelled: int, n_unlabelled: int,
@@ -63,7 +63,7 @@ class SemiSupervisedGAN:
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=cfg.betas)
         self.supervised = kind.loss(classifier.loss)
-        self.cfg, self.batch_size = cfg, classifier.batch_size
+        self.cfg, self.batch_size, self.input_noise = cfg, classifier.batch_size, classifier.input_noise
         self.rng = torch.Generator().manual_seed(seed)
         self.images, self.targets = to_tensor(train.images, device), torch.from_numpy(train.labels).to(device)
         self.pool = to_tensor(pool.images, device)
@@ -86,15 +86,17 @@ class SemiSupervisedGAN:
 
     def step(self, labelled: torch.Tensor, targets: torch.Tensor, unlabelled: torch.Tensor,
              noise: torch.Tensor) -> dict[str, float]:
-        """One discriminator update, then one generator update against the updated discriminator."""
+        """One discriminator update, then one generator update against the updated discriminator. The
+        classifier's ``input_noise`` goes onto everything the discriminator sees, real and fake alike, so
+        that it cannot tell them apart by their noise."""
         n, m = len(labelled), len(unlabelled)
         fake = self.G(noise)
-        source, labels = self.D(torch.cat([labelled, unlabelled, fake.detach()]))
+        source, labels = self.D(with_noise(torch.cat([labelled, unlabelled, fake.detach()]), self.input_noise, self.rng))
         supervised = self.supervised(labels[:n], targets)
         real_loss, fake_loss = adversarial_losses(source, n, m, self.cfg.label_smoothing)
         self._update(supervised + self.cfg.adversarial_weight * (real_loss + fake_loss), self.opt_d)
         self.D.requires_grad_(False)  # gradients pass through it to the generator; its weights stay
-        source, _ = self.D(torch.cat([labelled, unlabelled, fake]))
+        source, _ = self.D(with_noise(torch.cat([labelled, unlabelled, fake]), self.input_noise, self.rng))
         g_loss = generator_loss(source[n + m:])
         self._update(g_loss, self.opt_g)
         self.D.requires_grad_(True)

@@ -68,6 +68,13 @@ def scale(batch: torch.Tensor) -> torch.Tensor:
     return batch.float().div_(127.5).sub_(1.0)
 
 
+def with_noise(batch: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    """``batch`` plus Gaussian noise of ``std`` drawn from ``generator`` (``ClassifierConfig.input_noise``)."""
+    if not std:
+        return batch
+    return batch + std * torch.randn(batch.shape, generator=generator).to(batch.device)
+
+
 def _optimizer(cfg: ClassifierConfig, params) -> torch.optim.Optimizer:
     cls = torch.optim.RAdam if cfg.optimizer == "radam" else torch.optim.Adam
     return cls(params, lr=cfg.lr)
@@ -95,17 +102,18 @@ def predict_proba(model: nn.Module, images: np.ndarray | torch.Tensor, device: t
 
 
 def _run_epoch(model, optimizer, loss_fn, images, targets, batch_size, generator,
-               precision: torch.dtype | None, scaler: torch.amp.GradScaler) -> float:
+               precision: torch.dtype | None, scaler: torch.amp.GradScaler, input_noise: float = 0.0) -> float:
     """One pass over the training images in a random order; the forward pass runs in ``precision``
     (autocast; None: float32), the loss in float32, the backward pass through ``scaler``
-    (``device.grad_scaler``: a pass-through unless ``precision`` is float16)."""
+    (``device.grad_scaler``: a pass-through unless ``precision`` is float16). ``input_noise``: the std
+    of the Gaussian noise added to each scaled batch, drawn from ``generator`` (so a seed repeats it)."""
     model.train()
     order = torch.randperm(len(images), generator=generator).to(images.device)
     total = 0.0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         with autocast(images.device, precision):
-            logits = model(scale(images[idx]))
+            logits = model(with_noise(scale(images[idx]), input_noise, generator))
         loss = loss_fn(logits.float(), targets[idx])
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -182,7 +190,7 @@ def train_classifier(train: ImageSet, val: ImageSet, cfg: ClassifierConfig, seed
 
     def run_epoch() -> dict[str, float]:
         return {"train_loss": _run_epoch(model, optimizer, loss_fn, images, targets, cfg.batch_size, generator,
-                                         precision, scaler)}
+                                         precision, scaler, cfg.input_noise)}
 
     return fit_with_early_stopping(model, run_epoch, len(images), val, cfg, loss_fn, on_epoch, desc)
 

@@ -125,6 +125,28 @@ def test_a_tiny_lr_never_learns_and_a_sane_one_does(data):
     assert learnt.history[learnt.best_epoch - 1]["val_f1"] > 0.9
 
 
+def test_input_noise_is_drawn_from_the_seed_in_training_only(data, monkeypatch):
+    """Input noise changes what a training pass sees, the same way for the same seed, and never what
+    validation or prediction sees."""
+    cfg = quick(max_epochs=2)
+    weights = {noise: [tc.train_classifier(*data, cfg.model_copy(update={"input_noise": noise}), 0, CPU)
+                       .model.state_dict() for _ in range(2)] for noise in (0.0, 1.0)}
+    again = weights[1.0]
+    assert all(torch.equal(again[0][k], again[1][k]) for k in again[0])
+    assert not all(torch.equal(again[0][k], weights[0.0][0][k]) for k in again[0])
+    seen = []
+    original = tc.AUClassifier.forward
+    monkeypatch.setattr(tc.AUClassifier, "forward", lambda self, x: seen.append((self.training, x.clone()))
+                        or original(self, x))
+    tc.train_classifier(*data, quick(max_epochs=1, input_noise=1.0), 0, CPU)
+    trained = [x for training, x in seen if training]
+    evaluated = [x for training, x in seen if not training]
+    assert trained and evaluated
+    assert all(x.min() < -1.5 or x.max() > 1.5 for x in trained)  # beyond [-1, 1]: noise was added
+    assert all(-1 <= x.min() and x.max() <= 1 for x in evaluated)
+    assert sum(len(x) for x in trained) == len(data[0])
+
+
 def test_classifier_config_fields_are_checked():
     with pytest.raises(ValidationError):
         ClassifierConfig(min_delta=-0.1)
@@ -132,6 +154,8 @@ def test_classifier_config_fields_are_checked():
         ClassifierConfig(monitor="val_auc")
     with pytest.raises(ValidationError):
         ClassifierConfig(min_epochs=0)
+    with pytest.raises(ValidationError):
+        ClassifierConfig(input_noise=-1)
 
 
 def test_default_profile_is_the_reliable_one():

@@ -118,6 +118,19 @@ def test_a_step_trains_the_label_head_on_labelled_rows_and_the_source_head_on_th
     assert not torch.equal(gan.D.classifier.head.weight, head)
 
 
+def test_input_noise_reaches_everything_the_discriminator_sees(data, monkeypatch):
+    train, _, pool = data
+    gan = SemiSupervisedGAN(train, pool, QUICK.model_copy(update={"input_noise": 0.5}), GAN, seed=0, device=CPU)
+    seen = []
+    forward = type(gan.D).forward
+    monkeypatch.setattr(type(gan.D), "forward", lambda self, x: seen.append(x.detach().clone()) or forward(self, x))
+    x = torch.zeros(4, 1, 16, 16)
+    gan.step(x, torch.ones(4, 2), x, torch.randn(4, GAN.noise_dim))
+    assert len(seen) == 2
+    for batch in seen:  # the real rows were all 0, the fakes a tanh's output: only noise takes them past 1
+        assert 0.4 < batch[:8].std() < 0.6 and batch[8:].abs().max() > 1
+
+
 def test_ccc_loss_is_one_minus_ccc_per_output_and_masks_unlabelled_rows():
     va = label_type("valence_arousal").loss("ccc")
     target = torch.tensor([[0.5, -0.2], [-0.3, 0.4], [0.1, float("nan")], [-0.3, -0.2]])  # labelled means 0
