@@ -91,7 +91,8 @@ class SemiSupervisedGAN:
         that it cannot tell them apart by their noise."""
         n, m = len(labelled), len(unlabelled)
         fake = self.G(noise)
-        source, labels = self.D(with_noise(torch.cat([labelled, unlabelled, fake.detach()]), self.input_noise, self.rng))
+        seen = with_noise(torch.cat([labelled, unlabelled, fake.detach()]), self.input_noise, self.rng)
+        source, labels = self.D(seen)
         supervised = self.supervised(labels[:n], targets)
         real_loss, fake_loss = adversarial_losses(source, n, m, self.cfg.label_smoothing)
         self._update(supervised + self.cfg.adversarial_weight * (real_loss + fake_loss), self.opt_d)
