@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from toy_paper import THESIS  # noqa: E402
+from thesis import THESIS  # noqa: E402
 
 from ausynth.configs.loader import load_config  # noqa: E402
 from ausynth.tasks import ideal_observer, toy_data  # noqa: E402
