@@ -30,6 +30,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from ausynth.configs.schema import ToyDatasetConfig
 from ausynth.tasks import toy_data
+from ausynth.tasks.au_regions import grid_masks
 
 # Lagrange multipliers tried for the F1-at-FDR bound; any one gives a valid bound, more make it tighter
 MULTIPLIERS = np.concatenate([[0.0], np.logspace(-3, 3, 601)])
@@ -63,14 +64,13 @@ def ideal_scores(images: np.ndarray, config: ToyDatasetConfig) -> np.ndarray:
         raise ValueError("the ideal observer needs noise: at difficulty 'clean' every cell is told apart exactly")
     digits, labels = toy_data.load_digits(config.digits, config.mnist_path)
     _, pool = toy_data.split_digit_pools(labels, config.seed)
-    cell = toy_data.CELL
+    masks = grid_masks(toy_data.AU_COLUMNS, toy_data.GRID, toy_data.CELL)
     scores = np.empty((len(images), toy_data.N_AUS))
-    for k in range(toy_data.N_AUS):
-        r, c = divmod(k, toy_data.GRID)
-        cells = images[:, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell, 0].reshape(len(images), -1)
-        templates = digits[pool[labels[pool] == k + 1]].reshape(-1, cell * cell)
+    for k, mask in enumerate(masks.values()):
+        cells = images[..., 0][:, mask]  # (N, 32 * 32), row-major like the flattened templates
+        templates = digits[pool[labels[pool] == k + 1]].reshape(-1, cells.shape[1])
         present = torch.logsumexp(cell_log_likelihood(cells, templates, mean, std), 1) - np.log(len(templates))
-        blank = cell_log_likelihood(cells, np.zeros((1, cell * cell)), mean, std)[:, 0]
+        blank = cell_log_likelihood(cells, np.zeros((1, cells.shape[1])), mean, std)[:, 0]
         scores[:, k] = (present - blank).numpy()
     return scores
 
@@ -93,6 +93,12 @@ def _curves(truth: np.ndarray, scores: np.ndarray) -> list[tuple[np.ndarray, np.
     return curves
 
 
+def _means(curves: list[tuple[np.ndarray, np.ndarray]], picks: list[int]) -> tuple[float, float]:
+    """Mean F1 and mean FDR over AUs at the picked threshold of each AU's curve."""
+    return (float(np.mean([f1[i] for (f1, _), i in zip(curves, picks)])),
+            float(np.mean([fdr[i] for (_, fdr), i in zip(curves, picks)])))
+
+
 def f1_bound(truth: np.ndarray, scores: np.ndarray, max_fdr: float) -> tuple[float, float]:
     """(reached, bound): mean F1 over AUs at mean FDR <= ``max_fdr``, thresholds per AU free.
 
@@ -104,9 +110,7 @@ def f1_bound(truth: np.ndarray, scores: np.ndarray, max_fdr: float) -> tuple[flo
     curves = _curves(truth, scores)
     bound, reached = np.inf, 0.0
     for multiplier in MULTIPLIERS:
-        picks = [np.argmax(f1 - multiplier * fdr) for f1, fdr in curves]
-        f1_mean = np.mean([f1[i] for (f1, _), i in zip(curves, picks)])
-        fdr_mean = np.mean([fdr[i] for (_, fdr), i in zip(curves, picks)])
+        f1_mean, fdr_mean = _means(curves, [np.argmax(f1 - multiplier * fdr) for f1, fdr in curves])
         bound = min(bound, f1_mean + multiplier * (max_fdr - fdr_mean))
         if fdr_mean <= max_fdr:
             reached = max(reached, f1_mean)
@@ -116,8 +120,7 @@ def f1_bound(truth: np.ndarray, scores: np.ndarray, max_fdr: float) -> tuple[flo
 def ranking_summary(truth: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """Mean average precision over AUs and the highest mean F1 (per-AU thresholds) with its mean FDR."""
     curves = _curves(truth, scores)
-    picks = [np.argmax(f1) for f1, _ in curves]
+    max_f1, fdr = _means(curves, [np.argmax(f1) for f1, _ in curves])
     return {"average_precision": float(np.mean([average_precision_score(truth[:, k] > 0.5, scores[:, k])
                                                  for k in range(truth.shape[1])])),
-            "max_f1": float(np.mean([f1[i] for (f1, _), i in zip(curves, picks)])),
-            "fdr_at_max_f1": float(np.mean([fdr[i] for (_, fdr), i in zip(curves, picks)]))}
+            "max_f1": max_f1, "fdr_at_max_f1": fdr}

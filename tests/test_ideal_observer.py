@@ -27,13 +27,14 @@ def test_cell_likelihood_matches_the_clipped_gaussian_pixel_by_pixel():
 
 @pytest.fixture(scope="module")
 def hard_test():
+    """A hard-noise test set and its ideal scores, computed once for the tests that share them."""
     config = ToyDatasetConfig(labelled=1, unlabelled=0, test_per_au=100, difficulty="hard")
-    return config, toy_data.build_toy(config)["test"]
+    test = toy_data.build_toy(config)["test"]
+    return test, ideal_observer.ideal_scores(test.images, config)
 
 
 def test_ideal_scores_rank_better_than_the_cells_ink(hard_test):
-    config, test = hard_test
-    scores = ideal_observer.ideal_scores(test.images, config)
+    test, scores = hard_test
     cells = test.images[..., 0].reshape(len(test.images), 3, 32, 3, 32).transpose(0, 1, 3, 2, 4)
     ink = cells.reshape(len(test.images), 9, -1).mean(axis=2)
     truth = test.labels > 0.5
@@ -43,8 +44,7 @@ def test_ideal_scores_rank_better_than_the_cells_ink(hard_test):
 
 
 def test_knowing_there_is_one_au_per_grid_ranks_better_still(hard_test):
-    config, test = hard_test
-    scores = ideal_observer.ideal_scores(test.images, config)
+    test, scores = hard_test
     own_cell = ideal_observer.ranking_summary(test.labels, scores)
     whole_grid = ideal_observer.ranking_summary(test.labels, ideal_observer.one_au_posterior(scores))
     assert whole_grid["average_precision"] > own_cell["average_precision"] + 0.03
@@ -74,8 +74,7 @@ def test_f1_bound_on_a_hand_worked_curve():
 
 
 def test_f1_bound_brackets_what_the_scores_reach_and_grows_with_the_allowed_fdr(hard_test):
-    config, test = hard_test
-    scores = ideal_observer.ideal_scores(test.images, config)
+    test, scores = hard_test
     bounds = [ideal_observer.f1_bound(test.labels, scores, fdr) for fdr in (0.05, 0.15, 0.3)]
     for reached, bound in bounds:
         assert reached <= bound + 1e-12
