@@ -50,6 +50,10 @@ class GeneratorConfig(Section):
     # critic learns each AU of a pair apart from the other.
     real_sampling: Literal["uniform", "decorrelated"] = "uniform"
 
+    # EM only: confine each AU's edit to where that AU lives (its toy cell, or its FACS face region;
+    # models/expression_manipulator.py), so an edit cannot repaint the rest of the image.
+    edit_regions: bool = False
+
     base_channels: PositiveInt = 8
     n_res_blocks: Annotated[int, Field(ge=0)] = 2
 

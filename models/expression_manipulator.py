@@ -13,6 +13,12 @@ position and channel, between the encoder feature unchanged and a new candidate 
 from all three. Where the requested change is zero, passing the skip through keeps identity and
 background. The fused feature is the decoder's feature at that scale, so the unit costs one
 3x3 convolution per scale (the decoder's own), which keeps the network trainable on a CPU.
+
+Optionally the edit is confined to where the AUs asked to change live (``regions``: one weight
+map per AU, e.g. its FACS region). The output is then the input plus the network's change times
+a mask, the union of the regions of the AUs whose requested change is non-zero, in the spirit of
+GANimation's attention mask but fixed by the AU's anatomy instead of learnt: an edit for one AU
+cannot repaint the rest of the face, so the network has to put that AU where it belongs.
 """
 
 from __future__ import annotations
@@ -52,11 +58,23 @@ class MSFUnit(nn.Module):
         return gate * self.candidate(mixed) + (1 - gate) * skip
 
 
-class ExpressionManipulator(nn.Module):
-    """G(x, d): ``x`` in [-1, 1] (N, C, H, W), ``d`` the relative AUs (N, K), target minus source."""
+FULL_CHANGE = 0.5  # a requested change of this size or more opens its AU's region fully; smaller ones partly
 
-    def __init__(self, in_channels: int, n_aus: int, base_channels: int, n_res_blocks: int) -> None:
+
+def edit_mask(regions: torch.Tensor, relative_aus: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W): where the image may change, from (K, H, W) regions and (N, K) requested changes."""
+    opening = (relative_aus.abs() / FULL_CHANGE).clamp(max=1)
+    return (opening[:, :, None, None] * regions).amax(dim=1, keepdim=True)
+
+
+class ExpressionManipulator(nn.Module):
+    """G(x, d): ``x`` in [-1, 1] (N, C, H, W), ``d`` the relative AUs (N, K), target minus source;
+    ``regions`` (K, H, W) in [0, 1], if given, confines each AU's edit to its region."""
+
+    def __init__(self, in_channels: int, n_aus: int, base_channels: int, n_res_blocks: int,
+                 regions: torch.Tensor | None = None) -> None:
         super().__init__()
+        self.register_buffer("regions", regions, persistent=False)  # rebuilt from the architecture, never saved
         widths = [base_channels * min(2**i, 8) for i in range(DOWNSAMPLINGS + 1)]  # scales H, H/2, .., H/16
         self.stem = _conv(in_channels, widths[0])
         self.encoder = nn.ModuleList(_down(widths[i], widths[i + 1]) for i in range(DOWNSAMPLINGS))
@@ -76,4 +94,7 @@ class ExpressionManipulator(nn.Module):
         h = self.bottleneck(torch.cat([bottom, tile(aus, bottom)], dim=1))
         for level in reversed(range(DOWNSAMPLINGS)):
             h = self.fusion[level](skips[level], self.upsample[level](h), aus)
-        return self.out(h)
+        image = self.out(h)
+        if self.regions is None:
+            return image
+        return x + edit_mask(self.regions.to(image.dtype), aus) * (image - x)

@@ -15,7 +15,11 @@ import re
 import numpy as np
 import pandas as pd
 
+from scipy.ndimage import gaussian_filter
+
+from ausynth.tasks.errors import ConfigError
 from ausynth.tasks.imageset import ImageSet
+from ausynth.tasks.toy_data import CELL, GRID
 
 BROWS, EYES, NOSE, CHEEKS, MOUTH, JAW = (0.05, 0.40, 0.10, 0.90), (0.20, 0.55, 0.05, 0.95), \
     (0.30, 0.70, 0.25, 0.75), (0.35, 0.75, 0.05, 0.95), (0.55, 0.95, 0.15, 0.85), (0.60, 1.00, 0.10, 0.90)
@@ -50,6 +54,42 @@ def grid_masks(label_columns: list[str], grid: int, cell: int) -> dict[str, np.n
         mask[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = True
         masks[column] = mask
     return masks
+
+
+REGION_MAPS = ("toy", "faces")  # the datasets' meta["dataset"] values that have a region map
+FACE_SOFTNESS = 1 / 16  # face regions are blurred by this fraction of the crop's height: they are coarse
+
+
+def region_map(data: ImageSet) -> str:
+    """Which region map fits ``data``: 'toy' (grid cells) or 'faces' (the FACS map)."""
+    name = data.meta.get("dataset")
+    if name not in REGION_MAPS:
+        raise ConfigError(f"generator.edit_regions needs images with a region map ({' or '.join(REGION_MAPS)}); "
+                          f"these are from {name!r}: set generator.edit_regions to false")
+    return name
+
+
+def label_masks(map_name: str, label_columns: list[str], height: int, width: int) -> dict[str, np.ndarray]:
+    """Where each label should change an image: its toy grid cell, or its FACS face region."""
+    if map_name == "toy":
+        return grid_masks(label_columns, GRID, CELL)
+    return face_masks(label_columns, height, width)
+
+
+def edit_regions(map_name: str, label_columns: list[str], height: int, width: int) -> np.ndarray:
+    """(K, H, W) weights in [0, 1]: where an edit of each label may change the image.
+
+    Toy cells are exact (the toy's rule puts a label in its cell and nowhere else); the face map's
+    rectangles are blurred so that an edit fades out instead of ending in a seam. A label the map
+    has no region for may change the whole image.
+    """
+    masks = label_masks(map_name, label_columns, height, width)
+    weights = np.ones((len(label_columns), height, width), dtype=np.float32)
+    for k, column in enumerate(label_columns):
+        if column in masks:
+            mask = masks[column].astype(np.float32)
+            weights[k] = gaussian_filter(mask, sigma=FACE_SOFTNESS * height) if map_name == "faces" else mask
+    return weights
 
 
 def region_change(generated: ImageSet, pool: ImageSet, masks: dict[str, np.ndarray]) -> pd.DataFrame:

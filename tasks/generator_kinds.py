@@ -23,7 +23,7 @@ from ausynth.models.cgan import CGANDiscriminator, CGANGenerator
 from ausynth.models.expression_manipulator import ExpressionManipulator
 from ausynth.models.patch_discriminator import PatchDiscriminator
 from ausynth.models.stargan import StarGANGenerator
-from ausynth.tasks import label_types
+from ausynth.tasks import au_regions, label_types
 from ausynth.tasks.errors import CheckpointError, ConfigError
 from ausynth.tasks.imageset import ImageSet
 
@@ -80,7 +80,7 @@ class Architecture:
         label_type = label_types.of(data).name
         kind.check_label_type(label_type)
         return cls(cfg.kind, label_type, cfg.base_channels, cfg.n_res_blocks, data.image_shape,
-                   tuple(data.label_columns), tuple(sorted(kind.options(cfg).items())))
+                   tuple(data.label_columns), tuple(sorted(kind.options(cfg, data).items())))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Architecture":
@@ -122,8 +122,11 @@ class GeneratorKind:
                               f"{' or '.join(self.label_types)}"
                               + (f" (use kind {' or '.join(map(repr, takers))} for them)" if takers else ""))
 
-    def options(self, cfg: GeneratorConfig) -> dict[str, Any]:
-        """The kind's own settings that shape its networks (recorded in the ``Architecture``)."""
+    def options(self, cfg: GeneratorConfig, data: ImageSet) -> dict[str, Any]:
+        """The kind's own settings that shape its networks for ``data`` (recorded in the ``Architecture``)."""
+        if cfg.edit_regions:
+            raise ConfigError(f"generator.edit_regions needs a generator conditioned on the change asked for "
+                              f"(kind 'em'), not {self.name!r}: set it to false or use kind 'em'")
         return {}
 
     def generator(self, arch: Architecture) -> nn.Module:
@@ -143,9 +146,15 @@ class ExpressionManipulatorKind(GeneratorKind):
     name = "em"
     label_types = AU_LABEL_TYPES
 
+    def options(self, cfg, data):
+        return {"edit_regions": au_regions.region_map(data)} if cfg.edit_regions else {}
+
     def generator(self, arch):
-        return ExpressionManipulator(arch.image_shape[2], len(arch.label_columns), arch.base_channels,
-                                     arch.n_res_blocks)
+        h, w, c = arch.image_shape
+        map_name = dict(arch.options).get("edit_regions")
+        regions = None if map_name is None else torch.from_numpy(
+            au_regions.edit_regions(map_name, list(arch.label_columns), h, w))
+        return ExpressionManipulator(c, len(arch.label_columns), arch.base_channels, arch.n_res_blocks, regions)
 
     def objective(self, cfg, label_type):
         return Objective(True, "graded", L.au_regression_loss, cfg.lambda_cycle, cfg.lambda_identity)
@@ -178,8 +187,8 @@ class ConditionalGANKind(GeneratorKind):
     label_types = (*AU_LABEL_TYPES, "emotion", "valence_arousal")
     needs_source = False
 
-    def options(self, cfg):
-        return cfg.cgan.model_dump()
+    def options(self, cfg, data):
+        return {**super().options(cfg, data), **cfg.cgan.model_dump()}
 
     def generator(self, arch):
         h, w, c = arch.image_shape

@@ -21,15 +21,14 @@ from ausynth.tasks.checkpoint import load_generator, read_checkpoint
 from ausynth.tasks.classifiers import fit_classifier, load_classifier
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.gan_training import CHECKPOINT, RESUME_FREE, LogCallback, train_gan
-from ausynth.tasks.au_regions import face_masks, grid_masks, region_change, target_spread
+from ausynth.tasks.au_regions import label_masks, region_change, target_spread
 from ausynth.tasks.generate import (example_grid, generate_isolated, generate_verified, oracle_verdict,
-                                    quality_table, total_images)
+                                    quality_table, sources_showing_a_label, total_images)
 from ausynth.tasks.generator_kinds import Architecture, generator_kind
 from ausynth.tasks.imageset import ImageSet, concat
 from ausynth.tasks.pseudo_labels import NEUTRAL_SCORES, load_scores, pseudo_labelled
 from ausynth.tasks.store import StoredItem, cached_folder, damage, locked, seal, set_aside, stable_hash
 from ausynth.tasks.strategies import BASELINE, Inputs
-from ausynth.tasks.toy_data import CELL, GRID
 
 ORACLE_SEED = 7919  # the oracle is a separately trained classifier, never one under evaluation
 
@@ -147,14 +146,21 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
         has_sources = generator_kind(trained.architecture.kind).needs_source
         table = quality_table(tried, judge, device, cfg.classifier.threshold, real)
         if has_sources:
-            table = table.join(region_change(tried, pool, _label_masks(cfg, pool)))
+            region_kind = "toy" if isinstance(cfg.dataset, ToyDatasetConfig) else "faces"
+            table = table.join(region_change(tried, pool, label_masks(region_kind, pool.label_columns,
+                                                                        *pool.image_shape[:2])))
         summary = {"images": len(kept), "tried": len(tried), "pass_rate": float(tried.frame["passed"].mean()),
                    "kept_passing": float(kept.frame["passed"].mean()),
                    "real_pass_rate": float(table["real_pass_rate"].mean()),
                    "relative_pass_rate_min": float(table["relative_pass_rate"].min()),
                    "share_target_shown": float(table["share_target_shown"].mean()),
+                   "real_target_shown": float(table["real_target_shown"].mean()),
+                   "relative_target_shown_min": float(table["relative_target_shown"].min()),
                    "share_other_shown": float(table["share_other_shown"].mean()),
                    **{name: float(table[name].mean()) for name in ("change_inside", "change_outside") if has_sources},
+                   **({"sources_showing_a_label": sources_showing_a_label(tried, pool, judge, device,
+                                                                         cfg.classifier.threshold)}
+                      if has_sources else {}),
                    "diversity": float(table["diversity"].mean()), "diversity_min": float(table["diversity"].min()),
                    "target_spread": target_spread(tried),
                    "checkpoint": str(generator.path), "generator_step": trained.step}
@@ -167,13 +173,6 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
     return StoredItem(cached_folder(datasets.store_root(cfg), "generated", key, build), key)
-
-
-def _label_masks(cfg: ExperimentConfig, pool: ImageSet) -> dict[str, np.ndarray]:
-    """Where each label should change an image: its toy grid cell, or its FACS face region."""
-    if isinstance(cfg.dataset, ToyDatasetConfig):
-        return grid_masks(pool.label_columns, GRID, CELL)
-    return face_masks(pool.label_columns, *pool.image_shape[:2])
 
 
 def source_profile(generated: ImageSet, pool: ImageSet, scores: np.ndarray) -> pd.DataFrame:

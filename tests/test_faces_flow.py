@@ -54,7 +54,7 @@ def test_ckplus_au_comparison_runs_end_to_end_with_jaffe_neutral_sources(tmp_pat
         "seeds=[0,1]", "augment.size=48", "classifier.max_epochs=2", "classifier.width=4",
         "generator.steps=4", "generator.base_channels=4", "generator.batch_size=4", "generator.n_critic=2",
         "generator.log_every=2", "generator.sample_every=2", "generator.checkpoint_every=2",
-        "generator.n_res_blocks=1",
+        "generator.n_res_blocks=1", "generator.edit_regions=true",  # as faces-ckplus (the CPU config) has it
     ]
     result = compare_strategies("faces-ckplus-paper", overrides=overrides)
 
@@ -67,8 +67,11 @@ def test_ckplus_au_comparison_runs_end_to_end_with_jaffe_neutral_sources(tmp_pat
     generated = Path(client.download_artifacts(result.parent_run_id, "generated", str(tmp_path / "artifacts")))
     quality = pd.read_csv(generated / "quality.csv", index_col=0)
     assert len(quality) == 24 and (quality["images"] == 2).all()  # 48 images, one AU each, 24 AUs
-    assert {"pass_rate", "real_pass_rate", "real_images", "change_inside", "change_outside"} <= set(quality.columns)
-    assert json.loads((generated / "summary.json").read_text())["images"] == 48
+    assert {"pass_rate", "real_pass_rate", "real_images", "real_target_shown", "relative_target_shown",
+            "change_inside", "change_outside"} <= set(quality.columns)
+    assert (quality["change_inside"] > 2 * quality["change_outside"]).all()  # each edit stays in its AU's region
+    summary = json.loads((generated / "summary.json").read_text())
+    assert summary["images"] == 48 and 0 <= summary["sources_showing_a_label"] <= 1
     made = pd.read_parquet(next((tmp_path / "ws" / "store" / "generated").glob("*/images/manifest.parquet")))
     sources = pd.read_csv(generated / "sources.csv", index_col=0)  # the sources' predicted AU profile, per AU
     assert list(sources.index) == list(quality.index) and {"mean", "max"} <= set(sources.columns)

@@ -16,7 +16,7 @@ from ausynth.configs.generator import GeneratorConfig
 from ausynth.tasks.checkpoint import TrainedGenerator
 from ausynth.tasks.errors import DataError
 from ausynth.tasks.generate import (example_grid, generate_isolated, generate_verified, neutral_sources,
-                                    oracle_verdict, quality_table, quotas, total_images)
+                                    oracle_verdict, quality_table, quotas, sources_showing_a_label, total_images)
 from ausynth.tasks.generator_kinds import Architecture, generator_kind
 from ausynth.tasks.imageset import ImageSet
 
@@ -165,6 +165,16 @@ def test_quality_table_calibrates_the_oracle_on_real_single_label_images() -> No
     assert table.loc["AU1", "real_pass_rate"] == 0.5 and table.loc["AU1", "real_images"] == 2
     assert table.loc["AU1", "relative_pass_rate"] == pytest.approx(0.5 / 0.5)
     assert np.isnan(table.loc["AU2", "real_pass_rate"])
+    # the closest reference where few real images show one label alone: recall on every image showing it
+    assert table.loc["AU1", "real_target_shown"] == pytest.approx(2 / 3) and table.loc["AU1", "real_shown_images"] == 3
+    assert table.loc["AU1", "relative_target_shown"] == pytest.approx(1.0 / (2 / 3))
+    assert table.loc["AU2", "real_target_shown"] == 1.0 and np.isnan(table.loc["AU3", "real_target_shown"])
+
+
+def test_sources_the_oracle_already_sees_a_label_on_are_counted_once_each() -> None:
+    pool = pool_set(np.zeros((3, 4)), grid_images([[], [2], []]))  # labelled neutral, yet source 1 shows AU3
+    generated = generated_set(active=[[0], [1], [0], [1]], targets=[0, 1, 0, 1], sources=[0, 0, 1, 1])
+    assert sources_showing_a_label(generated, pool, CellOracle(), CPU, threshold=0.5) == 0.5  # sources 0 and 1
 
 
 class FirstCellOracle(nn.Module):

@@ -156,3 +156,36 @@ def test_architecture_require_names_what_differs_and_both_sides() -> None:
     assert "x/other.pt" in message and "differs in base_channels, image_shape" in message
     assert "expected: em (base_channels 4" in message and "96x96x1 images" in message
     assert "found:    em (base_channels 8" in message and "64x64x1 images" in message
+
+
+def test_edit_regions_confine_an_em_edit_to_the_regions_of_the_aus_asked_to_change() -> None:
+    torch.manual_seed(0)
+    toy = _au_set([f"AU{k}" for k in range(1, 10)], size=96, meta={"dataset": "toy"})
+    arch = Architecture.of(GeneratorConfig(edit_regions=True, base_channels=4, n_res_blocks=0), toy)
+    assert dict(arch.options) == {"edit_regions": "toy"} and Architecture.from_dict(arch.as_dict()) == arch
+    model = generator_kind("em").generator(arch)
+    assert "regions" not in model.state_dict()  # rebuilt from the architecture, so checkpoints stay as they were
+    x = torch.rand(2, 1, 96, 96) * 2 - 1
+    assert torch.equal(model(x, torch.zeros(2, 9)), x)  # no change asked: the input, exactly
+    change = torch.zeros(2, 9)
+    change[0, 1], change[1, 4] = 1.0, 0.25  # AU2 fully (cell 0,1); AU5 a quarter (the centre cell), half open
+    out = model(x, change)
+    moved = (out - x).abs()[:, 0] > 0
+    assert moved[0, :32, 32:64].any() and not moved[0, :, :32].any() and not moved[0, 32:].any()
+    assert moved[1, 32:64, 32:64].any() and moved[1].sum() == moved[1, 32:64, 32:64].sum()
+    full = ExpressionManipulator(1, 9, 4, 0)  # the same weights without regions: its change, halved in AU5's cell
+    full.load_state_dict(model.state_dict())
+    assert torch.allclose((out - x)[1, :, 32:64, 32:64], 0.5 * (full(x, change) - x)[1, :, 32:64, 32:64], atol=1e-5)
+
+
+def test_edit_regions_on_faces_are_soft_and_refused_where_they_cannot_apply() -> None:
+    faces = _au_set(["AU1", "AU12", "AU99"], size=48, meta={"dataset": "faces"})
+    regions = generator_kind("em").generator(Architecture.of(GeneratorConfig(edit_regions=True), faces)).regions
+    assert regions.shape == (3, 48, 48) and regions.min() >= 0 and regions.max() <= 1
+    assert regions[0, 8, 24] > 0.9 and regions[0, 44, 24] < 0.01  # AU1 (brows): top of the face, not the chin
+    assert regions[1, 36, 24] > 0.9 and regions[1, 5, 24] < 0.01  # AU12 (lip corners): the mouth
+    assert torch.equal(regions[2], torch.ones(48, 48))  # no region in the map: the whole face may change
+    with pytest.raises(ConfigError, match="edit_regions needs a generator conditioned on the change.*'stargan'"):
+        Architecture.of(GeneratorConfig(kind="stargan", edit_regions=True), faces)
+    with pytest.raises(ConfigError, match="region map .*from None: set generator.edit_regions to false"):
+        Architecture.of(GeneratorConfig(edit_regions=True), _au_set(["AU1"]))

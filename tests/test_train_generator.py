@@ -128,6 +128,20 @@ def test_a_loaded_checkpoint_translates_as_the_trained_generator(tmp_path: Path)
     assert torch.equal(loaded.model(x, torch.ones(1, 4)), trained.model(x, torch.ones(1, 4)))
 
 
+def test_an_em_with_edit_regions_trains_saves_and_loads_with_its_regions(tmp_path: Path) -> None:
+    data = grid_set(16)
+    data.meta["dataset"] = "faces"  # the FACS map: AU1, AU2, AU4 at the brows; AU3 has no region
+    cfg = tiny(steps=2, edit_regions=True)
+    trained = train_gan(data, cfg, seed=0, device=CPU, out_dir=tmp_path)
+    loaded = load_generator(tmp_path / CHECKPOINT, CPU, Architecture.of(cfg, data))
+    assert torch.equal(loaded.model.regions, trained.model.regions) and loaded.model.regions[2].min() == 1
+    x, change = torch.zeros(1, 1, 32, 32), torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    assert torch.equal(loaded.model(x, change), trained.model(x, change))
+    assert loaded.model(x, change)[0, 0, -4:].abs().max() < 1e-3  # AU1 leaves the chin as it was
+    with pytest.raises(CheckpointError, match="differs in options"):  # without regions it is another network
+        load_generator(tmp_path / CHECKPOINT, CPU, Architecture.of(tiny(), data))
+
+
 def test_not_a_checkpoint_truncated_or_missing(tmp_path: Path) -> None:
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an ausynth generator checkpoint"):
