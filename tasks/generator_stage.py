@@ -21,7 +21,7 @@ from ausynth.tasks.checkpoint import load_generator, read_checkpoint
 from ausynth.tasks.classifiers import fit_classifier, load_classifier
 from ausynth.tasks.device import resolve_device
 from ausynth.tasks.gan_training import CHECKPOINT, RESUME_FREE, LogCallback, train_gan
-from ausynth.tasks.au_regions import label_masks, region_change, region_map, target_spread
+from ausynth.tasks.au_regions import label_masks, region_change, target_spread
 from ausynth.tasks.generate import (example_grid, generate_isolated, generate_verified, oracle_verdict,
                                     quality_table, sources_showing_a_label, total_images)
 from ausynth.tasks.generator_kinds import Architecture, generator_kind
@@ -146,7 +146,8 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
         has_sources = generator_kind(trained.architecture.kind).needs_source
         table = quality_table(tried, judge, device, cfg.classifier.threshold, real)
         if has_sources:
-            masks = label_masks(region_map(pool), pool.label_columns, *pool.image_shape[:2])
+            region_kind = "toy" if isinstance(cfg.dataset, ToyDatasetConfig) else "faces"  # pools may lack meta
+            masks = label_masks(region_kind, pool.label_columns, *pool.image_shape[:2])
             table = table.join(region_change(tried, pool, masks))
         summary = {"images": len(kept), "tried": len(tried), "pass_rate": float(tried.frame["passed"].mean()),
                    "kept_passing": float(kept.frame["passed"].mean()),
