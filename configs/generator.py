@@ -87,10 +87,11 @@ class GeneratorConfig(Section):
     neutral_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     images_per_au: PositiveInt | None = None  # None: the comparison's augment.size split over the AUs
     # drop_failed: add only images the oracle passes, exactly augment.size of them: new sources are
-    # tried for up to max_rounds rounds, then on_shortfall decides (fail, or fill with failing images).
+    # tried for up to max_rounds rounds, then on_shortfall decides: fail; shift a short label's share to the
+    # labels with passing images to spare (a weak generator that draws only some AUs); or fill with failing images.
     drop_failed: bool = False
     max_rounds: PositiveInt = 5
-    on_shortfall: Literal["fail", "fill"] = "fail"
+    on_shortfall: Literal["fail", "shift", "fill"] = "fail"
     checkpoint: Path | None = None  # a trained generator to use instead of training one
     cgan: CGANConfig = CGANConfig()
 

@@ -230,8 +230,10 @@ def generate_verified(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
 
     Sources are taken most neutral first, ``ceil(count / K)`` per round, until every label has its
     quota of passing images or ``cfg.max_rounds`` rounds (or the neutral sources) are used up. A
-    shortfall then fails, naming the counts, or with ``cfg.on_shortfall: fill`` is filled with the
-    label's failing images (kept with ``passed`` False) and a warning: never a silently smaller set.
+    shortfall then fails, naming the counts; with ``cfg.on_shortfall: shift`` it goes to the labels with
+    passing images to spare (only passing images, fewer labels; fails if fewer than ``count`` pass in all),
+    with ``fill`` it is filled with the label's failing images (kept with ``passed`` False), each with a
+    warning: never a silently smaller set.
     """
     candidates, candidate_labels = candidate_sources(generator, pool, cfg, scores, count)
     k = len(pool.label_columns)
@@ -251,16 +253,34 @@ def generate_verified(generator: TrainedGenerator, pool: ImageSet, cfg: Generato
     return _take_quotas(every, quotas(count, k), cfg.on_shortfall), every
 
 
+def shifted_quotas(found: np.ndarray, count: int) -> np.ndarray:
+    """``count`` split as evenly as ``found`` (passing images per label) allows: labels short of an even
+    share keep all they have, the rest go to the labels with images to spare (water-filling)."""
+    quota, left = np.zeros_like(found), count
+    for i, k in enumerate(np.argsort(found, kind="stable")):
+        quota[k] = min(found[k], -(-left // (len(found) - i)))
+        left -= quota[k]
+    return quota
+
+
 def _take_quotas(every: ImageSet, quota: np.ndarray, on_shortfall: str) -> ImageSet:
-    """Per label, its quota of passing images in the order made; failing ones fill a shortfall if allowed."""
+    """Per label, its quota of passing images in the order made; a shortfall fails, is shifted to the labels
+    with passing images to spare, or is filled with failing ones, as ``on_shortfall`` says."""
     target, passed = _target_index(every), every.frame["passed"].to_numpy()
     found = np.bincount(target[passed], minlength=len(quota))
     short = {every.label_columns[k]: int(quota[k] - found[k]) for k in range(len(quota)) if found[k] < quota[k]}
-    if short and on_shortfall == "fail":
+    if short and on_shortfall == "shift" and found.sum() >= quota.sum():
+        quota = shifted_quotas(found, int(quota.sum()))
+        log.warning("too few generated images pass the oracle for %s: their share goes to the other labels, "
+                    "now %s", short, dict(zip(every.label_columns, quota.tolist())))
+    elif short and on_shortfall in ("fail", "shift"):
+        other = ("fill to add failing images" if on_shortfall == "shift" else
+                 "shift to give a short label's share to the others, fill to add failing images")
         raise DataError(f"the generator could not make enough images that pass the oracle: short by {short} "
-                        f"after {len(every)} tries. Train the generator longer, raise generator.max_rounds, set "
-                        "generator.on_shortfall: fill to add failing images, or generator.drop_failed: false")
-    if short:
+                        f"after {len(every)} tries ({int(found.sum())} passed in all). Train the generator longer, "
+                        f"raise generator.max_rounds, ask for fewer images, set generator.on_shortfall: {other}, "
+                        "or generator.drop_failed: false")
+    elif short:
         log.warning("too few generated images pass the oracle: filling with failing ones %s", short)
     chosen = []
     for k, n in enumerate(quota):

@@ -145,11 +145,13 @@ def make_isolated(cfg: ExperimentConfig, dataset: StoredItem, generator: StoredI
         real = datasets.load_set(dataset, "test")
         has_sources = generator_kind(trained.architecture.kind).needs_source
         table = quality_table(tried, judge, device, cfg.classifier.threshold, real)
+        table["kept_images"] = kept.frame["target"].value_counts().reindex(table.index, fill_value=0)  # shift moves them
         if has_sources:
             region_kind = "toy" if isinstance(cfg.dataset, ToyDatasetConfig) else "faces"  # pools may lack meta
             masks = label_masks(region_kind, pool.label_columns, *pool.image_shape[:2])
             table = table.join(region_change(tried, pool, masks))
-        summary = {"images": len(kept), "tried": len(tried), "pass_rate": float(tried.frame["passed"].mean()),
+        summary = {"images": len(kept), "labels_with_images": int((table["kept_images"] > 0).sum()),
+                   "tried": len(tried), "pass_rate": float(tried.frame["passed"].mean()),
                    "kept_passing": float(kept.frame["passed"].mean()),
                    "real_pass_rate": float(table["real_pass_rate"].mean()),
                    "relative_pass_rate_min": float(table["relative_pass_rate"].min()),

@@ -297,4 +297,5 @@ def test_the_comparison_runs_with_cgan(tmp_path: Path) -> None:
     quality = pd.read_csv(generated / "quality.csv", index_col=0)
     assert {"pass_rate", "real_pass_rate", "diversity"} <= set(quality.columns) and len(quality) == 9
     summary = json.loads((generated / "summary.json").read_text())
+    assert quality["kept_images"].sum() == 100 and summary["labels_with_images"] == 9  # fill keeps every AU's share
     assert summary["images"] == 100 and "change_inside" not in summary and not (generated / "sources.csv").exists()

@@ -16,7 +16,8 @@ from ausynth.configs.generator import GeneratorConfig
 from ausynth.tasks.checkpoint import TrainedGenerator
 from ausynth.tasks.errors import DataError
 from ausynth.tasks.generate import (example_grid, generate_isolated, generate_verified, neutral_sources,
-                                    oracle_verdict, quality_table, quotas, sources_showing_a_label, total_images)
+                                    oracle_verdict, quality_table, quotas, shifted_quotas, sources_showing_a_label,
+                                    total_images)
 from ausynth.tasks.generator_kinds import Architecture, generator_kind
 from ausynth.tasks.imageset import ImageSet
 
@@ -197,6 +198,25 @@ def test_verified_generation_keeps_exactly_the_quota_or_says_what_is_short() -> 
     assert kept.frame["target"].value_counts().to_dict() == {c: 2 for c in COLUMNS}
     assert kept.frame.groupby("target")["passed"].all().to_dict() == {"AU1": True, "AU2": False, "AU3": False,
                                                                       "AU4": False}
+
+
+def test_a_shortfall_can_go_to_the_labels_that_pass_and_only_passing_images_are_kept() -> None:
+    pool = pool_set(np.zeros((6, 4)))
+    shift = GeneratorConfig(kind="stargan", max_rounds=3, on_shortfall="shift")
+    kept, tried = generate_verified(untrained("stargan"), pool, shift, 3, CPU, None, FirstCellOracle(), 0.5)
+    assert len(tried) == 3 * 1 * 4 and len(kept) == 3 and kept.frame["passed"].all()  # 3 rounds of 1 source
+    assert set(kept.frame["target"]) == {"AU1"}
+    with pytest.raises(DataError, match="3 passed in all.*on_shortfall: fill to add"):  # AU1 alone passes, 3 of 4
+        generate_verified(untrained("stargan"), pool, shift, 4, CPU, None, FirstCellOracle(), 0.5)
+
+
+@pytest.mark.parametrize(("found", "count", "expected"), [
+    ([10, 10, 10], 9, [3, 3, 3]), ([0, 10, 10], 9, [0, 5, 4]), ([1, 2, 30], 12, [1, 2, 9]),
+    ([5, 0, 2], 7, [5, 0, 2]), ([4, 4, 1], 8, [4, 3, 1]),
+])
+def test_shifted_quotas_fill_count_as_evenly_as_the_passing_images_allow(found, count, expected) -> None:
+    quota = shifted_quotas(np.array(found), count)
+    assert quota.tolist() == expected and quota.sum() == count and (quota <= np.array(found)).all()
 
 
 def test_example_grid_marks_failed_images(tmp_path: Path) -> None:
