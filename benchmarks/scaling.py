@@ -5,7 +5,8 @@
    ``threads_per_task`` 1), each in a fresh workspace and its own process, timed from the flow's
    call to its return (Dask's cluster start-up included); ``--set`` reduces it (e.g.
    ``--set classifier.max_epochs=8 --set generator.steps=60``, the size measured before
-   2026-11-24). Also sequential with ``threads_per_task`` = all cores: how every run executed
+   2026-11-24); ``--config`` runs another (e.g. toy-paper-3k-medium: the thesis benchmark's comparison of
+   one setting, 5 seeds at thesis sizes). Also sequential with ``threads_per_task`` = all cores: how every run executed
    before the execution settings existed.
    Prints wall times, the ratio to sequential and whether the comparison tables are identical.
 2. **A busy neighbour.** One classifier training (toy data, thesis network) in a fresh process,
@@ -16,7 +17,7 @@
 It ends with the machine's dense float32 matmul rate, measured in the same run.
 
     python benchmarks/scaling.py [--runners sequential threads dask sequential-all-cores] [--skip-neighbour]
-                                 [--set key=value ...]
+                                 [--config toy-quick] [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ RUNNERS = {  # name -> execution overrides
 
 # ------------------------------------------------------------------------------ child processes
 
-def run_comparison(runner: str, workspace: str, extra: list[str]) -> None:
+def run_comparison(runner: str, workspace: str, config: str, extra: list[str]) -> None:
     """Child: one comparison; prints a JSON line with its wall time and table."""
     from ausynth.flows.compare import compare_strategies
 
     start = time.perf_counter()
-    result = compare_strategies("toy-quick", overrides=[*RUNNERS[runner], f"workspace={workspace}", *extra])
+    result = compare_strategies(config, overrides=[*RUNNERS[runner], f"workspace={workspace}", *extra])
     seconds = time.perf_counter() - start
     print("RESULT " + json.dumps({"seconds": seconds, "table": result.table.to_json(double_precision=15)}),
           flush=True)
@@ -93,13 +94,13 @@ def child(args: list[str], env: dict[str, str] | None = None, timeout: float = 3
 
 # ------------------------------------------------------------------------------ the benchmark
 
-def runners(names: list[str], extra: list[str], root: Path) -> None:
+def runners(names: list[str], config: str, extra: list[str], root: Path) -> None:
     import pandas as pd
 
-    print(f"== 1. one comparison per runner: toy-quick {' '.join(extra)}")
+    print(f"== 1. one comparison per runner: {config} {' '.join(extra)}")
     results = {}
     for name in names:
-        results[name] = child(["--child-comparison", name, str(root / name), *extra])
+        results[name] = child(["--child-comparison", name, str(root / name), config, *extra], timeout=4 * 3600)
         print(f"   {name:22s} {results[name]['seconds']:7.1f} s", flush=True)
     base = results.get("sequential") or next(iter(results.values()))
     tables = {n: pd.read_json(io.StringIO(r["table"])) for n, r in results.items()}
@@ -138,7 +139,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1].startswith("--child-"):
         kind, rest = sys.argv[1], sys.argv[2:]
         if kind == "--child-comparison":
-            return run_comparison(rest[0], rest[1], rest[2:])
+            return run_comparison(rest[0], rest[1], rest[2], rest[3:])
         if kind == "--child-training":
             return run_training(rest[0], rest[1])
         return neighbour()
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--runners", nargs="+", choices=list(RUNNERS), default=list(RUNNERS))
     parser.add_argument("--skip-runners", action="store_true")
     parser.add_argument("--skip-neighbour", action="store_true")
+    parser.add_argument("--config", default="toy-quick", help="the comparison to time (default: make run's)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     load = os.getloadavg()
@@ -153,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ausynth-scaling-") as tmp:
         root = Path(tmp)
         if not args.skip_runners:
-            runners(args.runners, args.overrides, root)
+            runners(args.runners, args.config, args.overrides, root)
         if not args.skip_neighbour:
             busy_neighbour(root)
     sys.path.insert(0, str(HERE))
